@@ -1,0 +1,204 @@
+"""Keyword reduction: from cached SAL samples to header values (pure, no I/O).
+
+A *sample* here is the dict the listener publishes: ``{"component", "topic", "salIndex",
+"sndStamp", "data": {field: value}}``. Each function returns a :class:`Resolved` value carrying
+where it came from (provenance) or why it is undefined, so nothing is ever invented.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocols.config import KeywordSource
+
+MAX_STRING = 68 * 8  # longest string we write (CONTINUE keeps it legal; beyond this is a bad sample)
+
+
+@dataclass
+class Resolved:
+    """A keyword's value (or per-sensor values) with provenance or the reason it is undefined."""
+
+    value: Any = None
+    per_sensor: dict[str, Any] | None = None
+    topic: str | None = None
+    sample_time: float | None = None
+    reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def defined(self) -> bool:
+        return self.reason is None
+
+    def provenance(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"topic": self.topic, "time": self.sample_time}
+        if self.reason:
+            out["undefined"] = self.reason
+        if self.warnings:
+            out["warnings"] = self.warnings
+        return out
+
+
+def split_list(value: Any) -> list[str]:
+    """SAL packs per-sensor strings and key lists as ':'-separated strings."""
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if not isinstance(value, str) or value == "":
+        return []
+    return value.split(":")
+
+
+def clean_scalar(value: Any) -> tuple[Any, str | None]:
+    """A value fit for a FITS card, or None with the reason (NaN, inf, wrong type, bad text)."""
+    if value is None:
+        return None, "no value"
+    if isinstance(value, bool):
+        return value, None
+    if isinstance(value, int):
+        return value, None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None, "value is NaN"
+        if math.isinf(value):
+            return None, "value is infinite"
+        return value, None
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            return None, f"string of {len(value)} characters is longer than {MAX_STRING}"
+        if not all(32 <= ord(c) <= 126 for c in value):
+            return None, "string holds non-ASCII or control characters"
+        return value, None
+    return None, f"unsupported value type {type(value).__name__}"
+
+
+def _scaled(src: KeywordSource, value: Any) -> Any:
+    if src.scale is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) * src.scale
+    return value
+
+
+def _time_series_element(sample: dict[str, Any], values: list[Any], at: float) -> Any:
+    """The element of a 100-sample array (10 ms apart from cRioTimestamp) closest to ``at``."""
+    t0 = sample["data"].get("cRioTimestamp") or sample["sndStamp"]
+    n = len(values)
+    if n == 0:
+        return None
+    idx = int(round((at - float(t0)) / 0.01))
+    return values[min(max(idx, 0), n - 1)]
+
+
+def reduce_keyword(
+    src: KeywordSource,
+    sample: dict[str, Any] | None,
+    at: float,
+    sensors: list[str],
+    max_age: float | None,
+    window: list[dict[str, Any]] | None = None,
+) -> Resolved:
+    """Resolve one keyword from the sample valid at collection time ``at`` (TAI s).
+
+    ``window`` holds every sample between start and end of the exposure for monitor keywords;
+    ``sensors`` is the sensor order of the camera (ccdLocation) for per-sensor arrays.
+    """
+    res = Resolved(topic=src.topic_key)
+    if sample is None and not (src.monitor and window):
+        res.reason = f"no {src.component}.{src.topic} sample at or before the collection time"
+        return res
+    if sample is not None:
+        res.sample_time = sample.get("sndStamp")
+        if max_age is not None and res.sample_time is not None and at - res.sample_time > max_age:
+            res.reason = f"stale: sample is {at - res.sample_time:.1f} s old (max {max_age:g} s)"
+            return res
+    data = sample["data"] if sample is not None else {}
+    if src.monitor:
+        return _reduce_monitor(src, res, [s["data"] for s in (window or [])] + ([data] if data else []))
+    if src.field not in data:
+        res.reason = f"sample of {src.component}.{src.topic} has no field {src.field}"
+        return res
+    raw = data[src.field]
+    kind = src.kind
+    if kind in ("ccd_array", "ccd_array_str"):
+        return _reduce_per_sensor(src, res, raw, data, sensors)
+    if kind == "keyed_array":
+        keys = split_list(data.get("additionalKeys", ""))
+        vals = split_list(raw)
+        if src.key not in keys:
+            res.reason = f"key {src.key} not in additionalKeys"
+            return res
+        i = keys.index(src.key)
+        if i >= len(vals):
+            res.reason = f"additionalValues has no entry for {src.key}"
+            return res
+        raw = vals[i]
+    elif kind == "indexed_array":
+        if not isinstance(raw, list) or src.element is None or src.element >= len(raw):
+            res.reason = f"{src.field} has no element {src.element}"
+            return res
+        raw = raw[src.element]
+    elif kind == "time_series":
+        raw = _time_series_element(sample or {}, raw if isinstance(raw, list) else [raw], at)
+    elif kind == "enum":
+        return _enum(src, res, raw)
+    if isinstance(raw, list):
+        raw = raw[0] if raw else None
+    value, why = clean_scalar(_scaled(src, raw))
+    if why:
+        res.reason = why
+        return res
+    if src.convert == "tai_iso":
+        from header.astro import tai_iso
+
+        if not isinstance(value, (int, float)) or value <= 0:
+            res.reason = f"{src.field} is not a timestamp: {value!r}"
+            return res
+        value = tai_iso(float(value))
+    res.value = value
+    return res
+
+
+def _enum(src: KeywordSource, res: Resolved, raw: Any) -> Resolved:
+    assert src.enum is not None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or int(raw) != raw:
+        res.reason = f"enum value {raw!r} is not an integer"
+        return res
+    if int(raw) not in src.enum:
+        res.reason = f"enum value {int(raw)} has no name"
+        return res
+    res.value = src.enum[int(raw)]
+    return res
+
+
+def _reduce_monitor(src: KeywordSource, res: Resolved, datas: list[dict[str, Any]]) -> Resolved:
+    values = []
+    for d in datas:
+        v = d.get(src.field)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            values.append(v)
+    if not values:
+        res.reason = f"no valid {src.field} sample during the exposure"
+        return res
+    extreme = max(values) if src.monitor == "max" else min(values)
+    if src.kind == "enum":
+        return _enum(src, res, extreme)
+    res.value = _scaled(src, extreme)
+    return res
+
+
+def _reduce_per_sensor(src: KeywordSource, res: Resolved, raw: Any, data: dict[str, Any], sensors: list[str]) -> Resolved:
+    order = split_list(data.get("ccdLocation") or data.get("location") or "") or sensors
+    values = split_list(raw) if src.kind == "ccd_array_str" or isinstance(raw, str) else list(raw if isinstance(raw, list) else [raw])
+    per: dict[str, Any] = {}
+    for i, loc in enumerate(order):
+        if loc not in sensors or i >= len(values):
+            continue
+        value, why = clean_scalar(_scaled(src, values[i]))
+        if why:
+            res.warnings.append(f"{loc}: {why}")
+            continue
+        per[loc] = value
+    if not per:
+        res.reason = f"{src.field} has no value for any reported sensor"
+        return res
+    res.per_sensor = per
+    return res

@@ -1,0 +1,56 @@
+"""What every Header Service process shares: argument parsing, logging, counters, shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections import Counter
+from typing import Any
+
+from protocols.config import ConfigError, InstanceConfig, load_instance
+
+
+def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument(
+        "--instance",
+        default="LATISS",
+        help="instrument name (LATISS, ComCam, LSSTCam) or path to an instance.yaml (default LATISS)",
+    )
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return p
+
+
+def setup(args: argparse.Namespace, role: str) -> InstanceConfig:
+    """Configure logging and load the instance configuration; exit 2 with the reason if bad."""
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format=f"%(asctime)s %(levelname)s {role}[%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return load_instance(args.instance)
+    except ConfigError as exc:
+        logging.getLogger(role).error("configuration error: %s", exc)
+        sys.exit(2)
+
+
+class Stop:
+    """Set by SIGTERM/SIGINT so loops end cleanly (supervisord stops with SIGTERM)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, *_: Any) -> None:
+        self.requested = True
+
+
+class Counters(Counter):
+    """Named event counts (samples, errors by kind...) reported in status messages."""
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self)

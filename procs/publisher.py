@@ -1,0 +1,216 @@
+"""hs-publisher: the only writer of the LFO annex; serves it over HTTP and announces each file.
+
+PULLs finished headers from the composer, writes ``<annex>/<instrument>/<DAYOBS>/<imageName>.fits``
+atomically (temporary file, fsync, rename) with its provenance side-car
+(``<imageName>.prov.json``), records it in the annex index, and announces it on DDS with
+largeFileObjectAvailable (url, generator, version, byteSize, checkSum = MD5, mimeType, id). Each
+imageName and version is written and announced once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from header.fitsfile import encode_file_from_cards
+from procs.common import Counters, Stop, base_parser, setup
+from protocols import sal
+from protocols.config import InstanceConfig
+from protocols.envelope import EnvelopeError, Sender, decode, sender_id, tai_now
+
+log = logging.getLogger("publisher")
+MIME = "application/fits"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` so that readers see either nothing or the whole file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class AnnexIndex:
+    """imageName -> latest entry (path, version, md5, url, announced); an append-only JSON-lines file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    e = json.loads(line)
+                    self.entries[e["imageName"]] = e
+                except (ValueError, KeyError):
+                    log.warning("unreadable index line skipped: %.80s", line)
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.entries[entry["imageName"]] = entry
+
+
+class Announcer:
+    """Writes largeFileObjectAvailable for the instance's CSC on DDS."""
+
+    def __init__(self, cfg: InstanceConfig):
+        sal.ensure_loopback_dds()
+        from cyclonedds.domain import DomainParticipant
+        from cyclonedds.pub import DataWriter
+        from cyclonedds.topic import Topic
+
+        self.csc = cfg.csc
+        st = sal.get_topic(cfg.csc, "largeFileObjectAvailable")
+        qos = sal.qos_for(st.kind)
+        self.dp = DomainParticipant(cfg.dds_domain)
+        self.writer = DataWriter(self.dp, Topic(self.dp, st.dds_name, sal.idl_class(cfg.csc, "largeFileObjectAvailable"), qos=qos), qos=qos)
+        self.seq = 0
+
+    def announce(self, url: str, version: int, size: int, md5: str, image: str) -> None:
+        self.seq += 1
+        now = tai_now()
+        self.writer.write(
+            sal.make_sample(
+                self.csc,
+                "largeFileObjectAvailable",
+                0,
+                url=url,
+                generator=self.csc,
+                version=float(version),
+                byteSize=size,
+                checkSum=md5,
+                mimeType=MIME,
+                id=image,
+                private_sndStamp=now,
+                private_seqNum=self.seq,
+                private_identity=self.csc,
+            )
+        )
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        log.debug("http: " + format, *args)
+
+
+def serve_annex(root: Path, port: int) -> ThreadingHTTPServer:
+    root.mkdir(parents=True, exist_ok=True)
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, name="annex-http", daemon=True).start()
+    return server
+
+
+class Publisher:
+    def __init__(self, cfg: InstanceConfig):
+        self.cfg = cfg
+        self.root = Path(cfg.annex)
+        self.index = AnnexIndex(self.root / cfg.instrument / "index.jsonl")
+        self.counts = Counters()
+        ctx = zmq.Context.instance()
+        self.pull = ctx.socket(zmq.PULL)
+        self.pull.bind(cfg.endpoints.publisher_pull)
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.bind(cfg.endpoints.publisher_pub)
+        self.sender = Sender(sender_id("publisher", cfg.instrument))
+        self.http = serve_annex(self.root, cfg.endpoints.http_port)
+        self.base_url = f"http://127.0.0.1:{cfg.endpoints.http_port}"
+        self.announcer = Announcer(cfg)
+        self.pending: list[dict[str, Any]] = []  # headers whose write failed: retried, never dropped
+
+    def relpath(self, dayobs: str, image: str) -> str:
+        return f"{self.cfg.instrument}/{dayobs}/{image}.fits"
+
+    def publish(self, payload: dict[str, Any]) -> None:
+        image = payload["imageName"]
+        version = int(payload["version"])
+        prev = self.index.entries.get(image)
+        if prev and int(prev["version"]) >= version:
+            self.counts["duplicates"] += 1
+            log.info("%s v%d already published (v%s): not announced again", image, version, prev["version"])
+            return
+        data = encode_file_from_cards([h["cards"] for h in payload["hdus"]])
+        rel = self.relpath(str(payload["dayobs"]), image)
+        path = self.root / rel
+        atomic_write(path, data)
+        atomic_write(path.with_suffix(".prov.json"), json.dumps(payload.get("provenance", {}), indent=1).encode())
+        md5 = hashlib.md5(data).hexdigest()
+        url = f"{self.base_url}/{rel}"
+        self.announcer.announce(url, version, len(data), md5, image)
+        entry = {
+            "imageName": image,
+            "version": version,
+            "path": rel,
+            "url": url,
+            "md5": md5,
+            "byteSize": len(data),
+            "complete": bool(payload.get("complete", True)),
+            "announced": tai_now(),
+        }
+        self.index.add(entry)
+        self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", entry))
+        self.counts["announced"] += 1
+        log.info("%s v%d written (%d bytes, md5 %s) and announced at %s", image, version, len(data), md5, url)
+
+    def run(self, stop: Stop) -> None:
+        log.info("publisher up: annex %s, HTTP %s", self.root, self.base_url)
+        last_retry = time.monotonic()
+        while not stop.requested:
+            if self.pending and time.monotonic() - last_retry > 5.0:
+                last_retry = time.monotonic()
+                self.retry_pending()
+            if not self.pull.poll(200):
+                continue
+            frames = self.pull.recv_multipart()
+            try:
+                msg = decode(frames)
+                self.publish(msg.payload)
+            except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
+                self.counts["bad_messages"] += 1
+                log.error("header message rejected: %s", exc)
+            except OSError as exc:
+                self.counts["write_errors"] += 1
+                self.pending.append(msg.payload)
+                log.error("cannot write %s (kept, retried every 5 s): %s", msg.payload.get("imageName"), exc)
+        self.http.shutdown()
+
+    def retry_pending(self) -> None:
+        retry, self.pending = self.pending, []
+        for payload in retry:
+            try:
+                self.publish(payload)
+            except OSError as exc:
+                self.pending.append(payload)
+                log.error("still cannot write %s: %s", payload.get("imageName"), exc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = base_parser("hs-publisher", __doc__.splitlines()[0])
+    args = p.parse_args(argv)
+    cfg = setup(args, "hs-publisher")
+    Publisher(cfg).run(Stop())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""Per-instrument configuration: the instance settings, keyword map and templates (pydantic).
+
+Each camera has a folder ``templates/<instrument>/`` holding ``instance.yaml`` (endpoints, DDS
+domain, annex, deadlines), ``keywords.yaml`` (where every telemetry keyword comes from) and the
+card templates per HDU kind. Every file is validated here; a bad field is named in the error.
+Environment variables override what differs per deployment: ``HS_DDS_DOMAIN``, ``HS_PORT_OFFSET``,
+``HS_ANNEX``, ``HS_STATE_DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from protocols import sal
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = PROJECT_ROOT / "templates"
+
+Instrument = Literal["LATISS", "ComCam", "LSSTCam"]
+When = Literal["start", "readout", "end"]
+Kind = Literal["value", "ccd_array", "ccd_array_str", "keyed_array", "indexed_array", "enum", "time_series"]
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KeywordSource(Strict):
+    """Where one header keyword's value comes from and how it is reduced."""
+
+    keyword: str
+    component: str
+    index: int = 0
+    topic: str
+    field: str
+    when: When = "start"
+    kind: Kind = "value"
+    key: str | None = None
+    element: int | None = None
+    scale: float | None = None
+    enum: dict[int, str] | None = None
+    monitor: Literal["max", "min"] | None = None
+    max_age: float | None = Field(default=None, gt=0)
+    convert: Literal["tai_iso"] | None = None
+
+    @property
+    def topic_key(self) -> str:
+        """Cache key: ``Component.topic:salIndex``."""
+        return f"{self.component}.{self.topic}:{self.index}"
+
+    @model_validator(mode="after")
+    def _check(self) -> "KeywordSource":
+        try:
+            topic = sal.get_topic(self.component, self.topic)
+        except sal.UnknownTopicError as exc:
+            raise ValueError(f"{self.keyword}: {exc}") from None
+        fields = topic.field_map()
+        if self.field not in fields:
+            raise ValueError(f"{self.keyword}: {self.component}.{self.topic} has no field {self.field!r}")
+        if self.kind == "keyed_array" and not self.key:
+            raise ValueError(f"{self.keyword}: kind keyed_array needs 'key'")
+        if self.kind == "indexed_array":
+            if self.element is None:
+                raise ValueError(f"{self.keyword}: kind indexed_array needs 'element'")
+            if self.element >= fields[self.field].count:
+                raise ValueError(
+                    f"{self.keyword}: element {self.element} is outside {self.field}[{fields[self.field].count}]"
+                )
+        if self.kind == "enum" and not self.enum:
+            raise ValueError(f"{self.keyword}: kind enum needs the 'enum' value→name table")
+        return self
+
+
+class KeywordMap(Strict):
+    keywords: list[KeywordSource]
+
+    @field_validator("keywords")
+    @classmethod
+    def _unique(cls, v: list[KeywordSource]) -> list[KeywordSource]:
+        seen: set[str] = set()
+        for k in v:
+            if k.keyword in seen:
+                raise ValueError(f"keyword {k.keyword} is mapped twice")
+            seen.add(k.keyword)
+        return v
+
+    def by_keyword(self) -> dict[str, KeywordSource]:
+        return {k.keyword: k for k in self.keywords}
+
+
+class CardTemplate(Strict):
+    """One card of a template: a static value, a computed one, or one from the keyword map."""
+
+    key: str
+    comment: str = ""
+    value: str | int | float | bool | None = None
+    computed: str | None = None
+    source: Literal["static", "computed", "map"] | None = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> "CardTemplate":
+        if self.computed is not None and self.value is not None:
+            raise ValueError(f"{self.key}: give either 'value' or 'computed', not both")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.source:
+            return self.source
+        if self.computed is not None:
+            return "computed"
+        if self.value is not None:
+            return "static"
+        return "map"
+
+
+class Endpoints(Strict):
+    listener_pub: str
+    cache_router: str
+    composer_pub: str
+    publisher_pull: str
+    publisher_pub: str
+    http_port: int
+
+
+class InstanceConfig(Strict):
+    """Settings of one Header Service instance (one camera)."""
+
+    instrument: Instrument
+    camera: str
+    csc: str
+    camcode: str
+    telescope: str
+    dds_domain: int = Field(default=0, ge=0, le=232)
+    port_base: int = Field(ge=1024, le=65000)
+    segments_in_file: bool = True
+    annex: Path = PROJECT_ROOT / "annex"
+    state_dir: Path = PROJECT_ROOT / "run" / "state"
+    end_deadline: float = Field(default=30.0, gt=0)
+    cache_max_age: float = Field(default=7200.0, gt=0)
+    cache_max_samples: int = Field(default=20000, gt=0)
+    telemetry_max_age: float = Field(default=10.0, gt=0)
+    collect_wait: float = Field(default=0.5, ge=0)
+    sensors_nominal: list[str]
+    keywords: str = "keywords.yaml"
+    templates: dict[Literal["primary", "sensor", "segment"], str]
+
+    @property
+    def folder(self) -> Path:
+        return TEMPLATES / self.instrument
+
+    @property
+    def endpoints(self) -> Endpoints:
+        b = self.port_base
+        return Endpoints(
+            listener_pub=f"tcp://127.0.0.1:{b}",
+            cache_router=f"tcp://127.0.0.1:{b + 1}",
+            composer_pub=f"tcp://127.0.0.1:{b + 2}",
+            publisher_pull=f"tcp://127.0.0.1:{b + 3}",
+            publisher_pub=f"tcp://127.0.0.1:{b + 4}",
+            http_port=b + 9,
+        )
+
+    @property
+    def trigger_topics(self) -> list[str]:
+        return [
+            "startIntegration",
+            "startReadout",
+            "endReadout",
+            "endOfImageTelemetry",
+            "imageReadoutParameters",
+            "focalPlaneSummaryInfo",
+        ]
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _validation_message(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        lines.append(f"{path}: {loc}: {err['msg']}" if loc else f"{path}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def _validate(model: type[BaseModel], data: Any, path: Path) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_validation_message(path, exc)) from None
+
+
+def instance_path(instrument: str) -> Path:
+    return TEMPLATES / instrument / "instance.yaml"
+
+
+def load_instance(path_or_instrument: str | Path) -> InstanceConfig:
+    """Load an instance configuration by path or instrument name, applying environment overrides."""
+    p = Path(path_or_instrument)
+    if not p.suffix:
+        p = instance_path(str(path_or_instrument))
+    data = _read_yaml(p)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of settings")
+    env = os.environ
+    if "HS_DDS_DOMAIN" in env:
+        data["dds_domain"] = int(env["HS_DDS_DOMAIN"])
+    if "HS_PORT_OFFSET" in env:
+        data["port_base"] = int(data.get("port_base", 0)) + int(env["HS_PORT_OFFSET"])
+    if "HS_ANNEX" in env:
+        data["annex"] = env["HS_ANNEX"]
+    if "HS_STATE_DIR" in env:
+        data["state_dir"] = env["HS_STATE_DIR"]
+    return _validate(InstanceConfig, data, p)
+
+
+def load_keyword_map(cfg: InstanceConfig) -> KeywordMap:
+    p = cfg.folder / cfg.keywords
+    data = _read_yaml(p)
+    return _validate(KeywordMap, {"keywords": data}, p)
+
+
+def load_template(cfg: InstanceConfig, kind: str) -> list[CardTemplate]:
+    p = cfg.folder / cfg.templates[kind]  # type: ignore[index]
+    data = _read_yaml(p)
+    if not isinstance(data, list):
+        raise ConfigError(f"{p}: expected a list of cards")
+    out = []
+    for i, card in enumerate(data):
+        try:
+            out.append(CardTemplate.model_validate(card))
+        except ValidationError as exc:
+            raise ConfigError(_validation_message(p, exc).replace(f"{p}: ", f"{p}: card {i}: ")) from None
+    return out

@@ -1,0 +1,131 @@
+"""The ZeroMQ multipart envelope every Header Service socket speaks (format version 1).
+
+Frame 0 is a topic usable as a SUB prefix (``sal.<Component>.<topic>``, ``hdr.<instrument>.<image>``,
+``ctl.<...>``); frame 1 the envelope (JSON: format version, per-sender sequence number, TAI send
+time, sender identity including its incarnation); frame 2 the JSON payload. Sequence numbers let
+receivers detect gaps and restarted peers, as in the ZeroMQ guide's clone pattern.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+FORMAT_VERSION = 1
+TAI_MINUS_UTC = 37.0
+
+
+def tai_now() -> float:
+    """Current time as SAL TAI unix seconds (system UTC clock plus TAI-UTC)."""
+    return time.time() + TAI_MINUS_UTC
+
+
+class EnvelopeError(ValueError):
+    """A message that does not follow the envelope format; the receiver logs and counts it."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    version: int
+    seq: int
+    sent: float
+    sender: str
+
+    def encode(self) -> bytes:
+        return json.dumps({"v": self.version, "seq": self.seq, "t": self.sent, "sender": self.sender}).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "Envelope":
+        try:
+            d = json.loads(raw)
+            env = cls(int(d["v"]), int(d["seq"]), float(d["t"]), str(d["sender"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EnvelopeError(f"malformed envelope frame: {exc}: {raw[:80]!r}") from None
+        if env.version != FORMAT_VERSION:
+            raise EnvelopeError(f"unsupported envelope version {env.version} (this build speaks {FORMAT_VERSION})")
+        return env
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    envelope: Envelope
+    payload: Any
+
+
+def sender_id(role: str, instrument: str) -> str:
+    """Identity of one incarnation of a process: role, instrument, host, pid and start time."""
+    return f"{role}.{instrument}@{socket.gethostname()}:{os.getpid()}:{time.time():.3f}"
+
+
+class Sender:
+    """Numbers and wraps outgoing messages for one socket."""
+
+    def __init__(self, sender: str, first_seq: int = 1):
+        self.sender = sender
+        self.seq = first_seq - 1
+
+    def frames(self, topic: str, payload: Any) -> list[bytes]:
+        self.seq += 1
+        env = Envelope(FORMAT_VERSION, self.seq, tai_now(), self.sender)
+        return [topic.encode(), env.encode(), encode_payload(payload)]
+
+
+def encode_payload(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=True).encode()
+
+
+def decode(frames: list[bytes]) -> Message:
+    """Decode a multipart message; raises :class:`EnvelopeError` with a specific reason."""
+    if len(frames) != 3:
+        raise EnvelopeError(f"expected 3 frames (topic, envelope, payload), got {len(frames)}")
+    try:
+        topic = frames[0].decode("ascii")
+    except UnicodeDecodeError:
+        raise EnvelopeError(f"topic frame is not ASCII: {frames[0][:40]!r}") from None
+    env = Envelope.decode(frames[1])
+    try:
+        payload = json.loads(frames[2])
+    except ValueError as exc:
+        raise EnvelopeError(f"payload of {topic} is not JSON: {exc}") from None
+    return Message(topic, env, payload)
+
+
+@dataclass
+class SeqStatus:
+    gap: int = 0
+    restarted: bool = False
+    duplicate: bool = False
+
+
+class GapTracker:
+    """Tracks per-sender sequence numbers: reports gaps, duplicates and restarted peers."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        self.current: dict[str, str] = {}
+        self.gaps = 0
+        self.restarts = 0
+
+    def check(self, env: Envelope) -> SeqStatus:
+        st = SeqStatus()
+        role = env.sender.split("@", 1)[0]
+        prev_sender = self.current.get(role)
+        if prev_sender is not None and prev_sender != env.sender:
+            st.restarted = True
+            self.restarts += 1
+        self.current[role] = env.sender
+        last = self.last.get(env.sender)
+        if last is not None:
+            if env.seq <= last:
+                st.duplicate = True
+                return st
+            if env.seq > last + 1:
+                st.gap = env.seq - last - 1
+                self.gaps += st.gap
+        self.last[env.sender] = env.seq
+        return st

@@ -1,0 +1,121 @@
+"""Start and stop a Header Service deployment under supervisord, as operators do.
+
+Used by hs-demo, hs-bench and the tests: one supervisord per deployment, with its own run folder,
+annex, DDS domain and port offset, so several can run side by side on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocols.config import PROJECT_ROOT, load_instance
+from protocols.sal import LOOPBACK_XML
+
+CONF = PROJECT_ROOT / "supervisord.conf"
+GROUPS = {"LATISS": "latiss", "ComCam": "comcam", "LSSTCam": "lsstcam"}
+
+
+def venv_bin(name: str) -> str:
+    """Path of a console script of this installation (the venv that runs us)."""
+    cand = Path(sys.executable).parent / name
+    return str(cand) if cand.exists() else name
+
+
+@dataclass
+class Deployment:
+    run_dir: Path
+    annex: Path
+    domain: int = 0
+    port_offset: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            HS_RUN_DIR=str(self.run_dir),
+            HS_ANNEX=str(self.annex),
+            HS_DDS_DOMAIN=str(self.domain),
+            HS_PORT_OFFSET=str(self.port_offset),
+            HS_STATE_DIR=str(self.run_dir / "state"),
+            PYTHONUNBUFFERED="1",
+        )
+        env.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
+        env.update(self.extra_env)
+        return env
+
+    def apply_env(self) -> None:
+        """Make this process see the deployment's settings (for load_instance and DDS)."""
+        for k in ("HS_ANNEX", "HS_DDS_DOMAIN", "HS_PORT_OFFSET", "HS_STATE_DIR", "CYCLONEDDS_URI"):
+            os.environ[k] = self.env[k]
+
+    def supervisorctl(self, *args: str, check: bool = True) -> str:
+        out = subprocess.run(
+            [venv_bin("supervisorctl"), "-c", str(CONF), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and out.returncode not in (0, 3):
+            raise RuntimeError(f"supervisorctl {' '.join(args)} failed: {out.stdout}{out.stderr}")
+        return out.stdout
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.annex.mkdir(parents=True, exist_ok=True)
+        subprocess.run([venv_bin("supervisord"), "-c", str(CONF)], env=self.env, check=True, timeout=30)
+        sock = self.run_dir / "supervisor.sock"
+        deadline = time.monotonic() + 15
+        while not sock.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"supervisord did not start: see {self.run_dir / 'supervisord.log'}")
+            time.sleep(0.05)
+
+    def start_instance(self, instrument: str) -> None:
+        self.supervisorctl("start", f"{GROUPS[instrument]}:*")
+
+    def status(self) -> dict[str, str]:
+        out = {}
+        for line in self.supervisorctl("status", check=False).splitlines():
+            parts = line.split()
+            if len(parts) >= 2:
+                out[parts[0]] = parts[1]
+        return out
+
+    def pid(self, program: str) -> int:
+        return int(self.supervisorctl("pid", program).strip())
+
+    def wait_running(self, instrument: str, timeout: float = 30.0) -> None:
+        prefix = GROUPS[instrument] + ":"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = {k: v for k, v in self.status().items() if k.startswith(prefix)}
+            if st and all(v == "RUNNING" for v in st.values()):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{instrument} processes not running: {self.status()}; logs in {self.run_dir}")
+
+    def stop(self) -> None:
+        self.supervisorctl("shutdown", check=False)
+        pidfile = self.run_dir / "supervisord.pid"
+        deadline = time.monotonic() + 20
+        while pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def log(self, program: str) -> str:
+        p = self.run_dir / f"{program}.log"
+        return p.read_text() if p.exists() else ""
+
+    def endpoints(self, instrument: str):  # noqa: ANN201 (Endpoints)
+        self.apply_env()
+        return load_instance(instrument).endpoints
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.run_dir, ignore_errors=True)
