@@ -1,0 +1,113 @@
+"""hs-demo: run one Header Service instance with its simulator and show every header it announces.
+
+Starts the instance under supervisord (temporary run folder and annex unless --annex), plays a
+night with hs-sim (a built-in default night unless --scenario), waits until every exposure's header
+is announced on DDS, downloads each from its URL, checks the announced MD5 and fitsverify, prints a
+summary and stops everything cleanly. Exit status 0 only if every header arrived and verified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from protocols.config import load_instance
+from tools.lfo import BusWatcher
+from tools.runner import Deployment, venv_bin
+
+
+def fitsverify(path: Path) -> tuple[int, int, str]:
+    """(errors, warnings, output) of fitsverify on a file; (-1, -1, reason) when not installed."""
+    exe = shutil.which("fitsverify")
+    if not exe:
+        return -1, -1, "fitsverify not installed"
+    out = subprocess.run([exe, "-q", str(path)], capture_output=True, text=True).stdout
+    full = subprocess.run([exe, str(path)], capture_output=True, text=True).stdout
+    import re
+
+    m = re.search(r"(\d+) warning\(s\) and (\d+) error\(s\)", full)
+    if not m:
+        return -1, -1, out + full
+    return int(m.group(2)), int(m.group(1)), full
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hs-demo", description=__doc__)
+    p.add_argument("--instrument", default="LATISS", choices=["LATISS", "ComCam", "LSSTCam"])
+    p.add_argument("--scenario", type=Path, help="scenario YAML for hs-sim (default: a built-in night)")
+    p.add_argument("--exposures", type=int, default=4, help="exposures of the built-in night (default 4)")
+    p.add_argument("--speed", type=float, default=10.0, help="simulated clock speed (default 10x; 0 = as fast as possible)")
+    p.add_argument("--annex", type=Path, help="annex folder to keep the headers in (default: a temporary folder)")
+    p.add_argument("--domain", type=int, default=int(os.environ.get("HS_DDS_DOMAIN", "0")), help="DDS domain id")
+    p.add_argument("--port-offset", type=int, default=int(os.environ.get("HS_PORT_OFFSET", "0")))
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the last header after the night")
+    p.add_argument("--keep", action="store_true", help="leave the run folder (logs) in place")
+    args = p.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="hs-demo-"))
+    annex = args.annex.resolve() if args.annex else tmp / "annex"
+    dep = Deployment(tmp / "run", annex, args.domain, args.port_offset)
+    dep.apply_env()
+    cfg = load_instance(args.instrument)
+    sim_args = ["--scenario", str(args.scenario)] if args.scenario else ["--default", args.instrument, "--exposures", str(args.exposures)]
+    listed = subprocess.run([venv_bin("hs-sim"), *sim_args, "--list-images"], capture_output=True, text=True, env=dep.env)
+    if listed.returncode != 0:
+        print(listed.stderr.strip() or listed.stdout.strip(), file=sys.stderr)
+        return 2
+    images = [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+    print(f"hs-demo: {args.instrument}, {len(images)} exposures, annex {annex}, logs {dep.run_dir}")
+    ok = False
+    try:
+        dep.start()
+        dep.start_instance(args.instrument)
+        dep.wait_running(args.instrument)
+        watcher = BusWatcher(args.domain, [(cfg.csc, "largeFileObjectAvailable"), (cfg.camera, "endOfImageTelemetry")])
+        time.sleep(1.0)  # let DDS discovery settle before the night starts
+        sim = subprocess.run([venv_bin("hs-sim"), *sim_args, "--speed", str(args.speed), "--domain", str(args.domain)], env=dep.env)
+        if sim.returncode != 0:
+            print("hs-demo: hs-sim failed", file=sys.stderr)
+            return 1
+        key = (cfg.csc, "largeFileObjectAvailable")
+        arrivals = watcher.wait_for(key, lambda a: {x.sample.id for x in a} >= set(images), args.timeout)
+        ends = {x.sample.imageName: x.wall for x in watcher.arrivals[(cfg.camera, "endOfImageTelemetry")]}
+        announced = {}
+        for a in arrivals:
+            announced[a.sample.id] = a
+        print(f"{'imageName':<24} {'ver':>3} {'bytes':>9} {'latency':>9}  md5  fitsverify  path / url")
+        ok = True
+        for image in images:
+            a = announced.get(image)
+            if a is None:
+                print(f"{image:<24} NOT ANNOUNCED (see {dep.run_dir})")
+                ok = False
+                continue
+            s = a.sample
+            data = urllib.request.urlopen(s.url, timeout=10).read()
+            md5_ok = hashlib.md5(data).hexdigest() == s.checkSum
+            local = annex / s.url.split("/", 3)[3]
+            errors, warnings, _ = fitsverify(local)
+            lat = f"{(a.wall - ends[image]) * 1000:7.1f}ms" if image in ends else "      n/a"
+            verdict = "clean" if errors == 0 and warnings == 0 else f"{errors}E/{warnings}W"
+            print(f"{image:<24} {s.version:>3.0f} {s.byteSize:>9} {lat:>9}  {'ok' if md5_ok else 'BAD'}  {verdict:<10}  {local}")
+            print(f"{'':<24} {s.url}")
+            ok = ok and md5_ok and errors == 0
+        print("hs-demo: every header announced, downloaded and verified" if ok else "hs-demo: FAILED")
+    finally:
+        dep.stop()
+        if not args.keep and ok:
+            shutil.rmtree(dep.run_dir, ignore_errors=True)
+        if not args.annex and ok and not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
