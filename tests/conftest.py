@@ -1,0 +1,68 @@
+"""Shared harness: real deployments under supervisord, each test on its own DDS domain and ports."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from protocols.sal import LOOPBACK_XML
+
+os.environ.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
+
+_counter = itertools.count()
+
+
+def _slot() -> int:
+    """A per-test slot, spread by pid so parallel runs on one machine do not collide."""
+    return (os.getpid() % 40) * 5 + next(_counter) % 5
+
+
+@pytest.fixture
+def domain_id() -> int:
+    return 10 + _slot()
+
+
+def fresh_domain_and_offset() -> tuple[int, int]:
+    s = _slot()
+    return 10 + s, 20000 + 20 * s
+
+
+@pytest.fixture
+def deployment_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    from tools.runner import Deployment
+
+    started: list[Deployment] = []
+
+    def make(instruments: tuple[str, ...] = ("LATISS",)) -> Deployment:
+        domain, offset = fresh_domain_and_offset()
+        base = tmp_path_factory.mktemp("hs")
+        dep = Deployment(base / "run", base / "annex", domain, offset)
+        dep.start()
+        started.append(dep)
+        for inst in instruments:
+            dep.start_instance(inst)
+        for inst in instruments:
+            dep.wait_running(inst)
+        return dep
+
+    yield make
+    for dep in started:
+        dep.stop()
+
+
+def run_sim(dep, scenario: Path, speed: float = 20.0, timeout: float = 300.0) -> subprocess.CompletedProcess:  # noqa: ANN001
+    """Play a scenario onto the deployment's DDS domain with hs-sim, as an operator would."""
+    exe = Path(sys.executable).parent / "hs-sim"
+    return subprocess.run(
+        [str(exe), "--scenario", str(scenario), "--speed", str(speed), "--domain", str(dep.domain)],
+        env=dep.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
