@@ -16,6 +16,7 @@ from typing import Any
 
 import zmq
 
+from header import astro
 from header.compose import CAMERA_EVENTS, ExposureInputs, Templates, compose_header
 from procs.common import Counters, Stop, base_parser, setup
 from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_template
@@ -93,6 +94,13 @@ class Composer:
         self.sender = Sender(sender_id("composer", cfg.instrument))
         self.fast_sender = Sender(self.sender.sender)
         self.cache = CacheClient(cfg.endpoints.cache_router, Sender(self.sender.sender + "/req"), timeout_s=5.0)
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Pay the one-off costs (IERS tables, first FITS encoding) before the first exposure."""
+        astro.preload()
+        astro.tai_iso(tai_now())
+        compose_header(self.cfg, self.kmap, self.templates, ExposureInputs("WARMUP", {}, {}, {}), tai_now())
 
     def on_event(self, frames: list[bytes]) -> None:
         try:
@@ -188,6 +196,7 @@ class Composer:
         self.done[exp.image_name] = version
         self.open.pop(exp.image_name, None)
         self.counts["headers" if header.complete else "headers_incomplete"] += 1
+        self.report_bad_values(header.image_name, header.provenance)
         log.info(
             "%s composed v%d (%s, %d HDUs) in %.1f ms",
             exp.image_name,
@@ -195,6 +204,29 @@ class Composer:
             "complete" if header.complete else "INCOMPLETE: " + "; ".join(header.reasons),
             len(header.hdus),
             payload["composeSeconds"] * 1000,
+        )
+
+    def report_bad_values(self, image: str, provenance: dict[str, Any]) -> None:
+        """Values that arrived but could not be written (NaN, bad text...) are logged and counted."""
+        for kw, prov in provenance.get("keywords", {}).items():
+            why = prov.get("undefined", "")
+            bad = why and not (why.startswith("no ") or why.startswith("stale"))
+            for w in prov.get("warnings", []):
+                self.counts["bad_values"] += 1
+                log.warning("%s: %s: %s", image, kw, w)
+            if bad:
+                self.counts["bad_values"] += 1
+                log.warning("%s: %s written undefined: %s (from %s)", image, kw, why, prov.get("topic"))
+        for err in provenance.get("card_errors", []):
+            self.counts["bad_values"] += 1
+            log.warning("%s: %s", image, err)
+
+    def publish_status(self) -> None:
+        self.pub.send_multipart(
+            self.fast_sender.frames(
+                f"ctl.status.composer.{self.cfg.instrument}",
+                {"counts": self.counts.as_dict(), "open": sorted(self.open), "composed": len(self.done)},
+            )
         )
 
     def check_deadlines(self) -> None:
@@ -221,6 +253,7 @@ class Composer:
             if time.monotonic() - last_check > 1.0:
                 last_check = time.monotonic()
                 self.check_deadlines()
+                self.publish_status()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -204,7 +204,7 @@ def qos_for(kind: str) -> Any:
     return Qos(*policies)
 
 
-def make_sample(component: str, name: str, sal_index: int = 0, **values: Any) -> Any:
+def make_sample(component: str, name: str, sal_index: int = 0, /, **values: Any) -> Any:
     """Build a sample with defaults for every field not given (SAL writers fill all fields)."""
     topic = get_topic(component, name)
     cls = idl_class(component, name)

@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         dep.wait_running(args.instrument)
         watcher = BusWatcher(args.domain, [(cfg.csc, "largeFileObjectAvailable"), (cfg.camera, "endOfImageTelemetry")])
         time.sleep(1.0)  # let DDS discovery settle before the night starts
-        sim = subprocess.run([venv_bin("hs-sim"), *sim_args, "--speed", str(args.speed), "--domain", str(args.domain)], env=dep.env)
+        sim = subprocess.Popen([venv_bin("hs-sim"), *sim_args, "--speed", str(args.speed), "--domain", str(args.domain)], env=dep.env)
+        while sim.poll() is None:  # watch the bus while the night plays, so latencies are real
+            watcher.poll()
+            time.sleep(0.002)
         if sim.returncode != 0:
             print("hs-demo: hs-sim failed", file=sys.stderr)
             return 1
