@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from header import astro, geometry
+from header.wcs import default_wcs
 from header.cards import CardError, format_card, structural_extension, structural_primary
 from header.fitsfile import encode_hdu, split_cards
 from header.keywords import Resolved, reduce_keyword, split_list
@@ -18,6 +19,9 @@ from protocols.config import CardTemplate, InstanceConfig, KeywordMap, KeywordSo
 from protocols import sal
 
 SOFTWARE_VERSION = "1.0.0"
+AIRMASS_TOLERANCE = 0.01  # relative disagreement beyond which AMSTART/AMEND are flagged
+HA_TOLERANCE_HOURS = 10.0 / 3600.0  # 10 s of time
+SCHEDULER_AIRMASS_TOLERANCE = 0.05
 CAMERA_EVENTS = ("startIntegration", "startReadout", "endReadout", "endOfImageTelemetry", "imageReadoutParameters")
 
 
@@ -38,6 +42,8 @@ class ExposureInputs:
     snapshots: dict[str, dict[str, dict[str, Any] | None]]  # point -> topic key -> sample
     windows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # topic key -> samples
     reasons: list[str] = field(default_factory=list)  # why the header is incomplete, if it is
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # operator cards (CSC)
+    overrides_version: int = 0
 
 
 @dataclass
@@ -83,6 +89,35 @@ class Sensor:
     @property
     def slot(self) -> str:
         return self.location.split("_")[-1]
+
+    @property
+    def n_segments(self) -> int:
+        return 8 if geometry.is_wavefront(self.slot) else 16
+
+    def segment(self, name: str) -> dict[str, Any]:
+        return geometry.segment_cards(
+            self.vendor,
+            name,
+            self.readout.get("preCols"),
+            self.readout.get("overCols"),
+            self.readout.get("overRows"),
+            n_segments=self.n_segments,
+        )
+
+    def values(self, index: int) -> dict[str, Any]:
+        """Computed values of this sensor's HDU: name, geometry and readout actually used."""
+        geo = self.segment(geometry.segment_names(self.n_segments)[0])
+        vendor = geometry.get_vendor(self.vendor)
+        return {
+            "sensor_extname": self.location,
+            "detsize": geo["DETSIZE"],
+            "ccdslot": self.slot,
+            "raftbay": self.raft,
+            "preh": self.readout.get("preCols", vendor.prescan),
+            "overh": self.readout.get("overCols", vendor.overscan_cols),
+            "overv": self.readout.get("overRows", vendor.overscan_rows),
+            "extver": index + 1,
+        }
 
 
 def _sample_for(src: KeywordSource, inputs: ExposureInputs, camera: str) -> dict[str, Any] | None:
@@ -137,6 +172,10 @@ def resolve_all(cfg: InstanceConfig, kmap: KeywordMap, inputs: ExposureInputs, s
     return out
 
 
+def geometry_wcs(ra: float, dec: float, rotpa: float, camera: str, sensor: "Sensor") -> dict[str, Any]:
+    return default_wcs(ra, dec, rotpa, camera, sensor.raft, sensor.slot, sensor.vendor)
+
+
 def _event_time(inputs: ExposureInputs, topic: str, field_name: str) -> float | None:
     ev = inputs.events.get(topic)
     if ev:
@@ -164,6 +203,7 @@ class Computer:
             self.beg + exptime if self.beg else None
         )
         self._altaz: tuple[float, float] | None | bool = False
+        self._obs_cache: dict[str, Any] = {}
 
     def value(self, name: str) -> Any:
         return getattr(self, f"c_{name}")()
@@ -210,6 +250,98 @@ class Computer:
         altaz = self._mid_altaz()
         return 90.0 - altaz[0] if altaz else None
 
+    def _pointing_at(self, point: str) -> float | None:
+        return self.inputs.points.get(point)
+
+    def _observed(self, point: str) -> tuple[float, float, float, float | None] | None:
+        """(alt, az, ha_hours, airmass) of the commanded pointing at a collection point (astropy/ERFA)."""
+        cached = self._obs_cache.get(point, False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        p, t = self._pointing(), self._pointing_at(point)
+        out = None
+        if p and t:
+            alt, az = astro.alt_az(p[0], p[1], t)
+            out = (alt, az, astro.hour_angle_hours(p[0], p[1], t), astro.airmass(alt))
+        self._obs_cache[point] = out
+        return out
+
+    def c_airmass_start(self) -> float | None:
+        o = self._observed("start")
+        return o[3] if o else None
+
+    def c_airmass_end(self) -> float | None:
+        o = self._observed("readout")
+        return o[3] if o else None
+
+    def c_ha_start(self) -> float | None:
+        o = self._observed("start")
+        return o[2] if o else None
+
+    def c_ha_end(self) -> float | None:
+        o = self._observed("readout")
+        return o[2] if o else None
+
+    def c_alt_start(self) -> float | None:
+        o = self._observed("start")
+        return o[0] if o else None
+
+    def c_az_start(self) -> float | None:
+        o = self._observed("start")
+        return o[1] if o else None
+
+    def c_alt_end(self) -> float | None:
+        o = self._observed("readout")
+        return o[0] if o else None
+
+    def c_az_end(self) -> float | None:
+        o = self._observed("readout")
+        return o[1] if o else None
+
+    def pointing_check(self) -> list[str]:
+        """Disagreements between what the pointing component reported and what we compute."""
+        out = []
+        for kw, name, tol in (
+            ("AMSTART", "airmass_start", AIRMASS_TOLERANCE),
+            ("AMEND", "airmass_end", AIRMASS_TOLERANCE),
+            ("HASTART", "ha_start", HA_TOLERANCE_HOURS),
+            ("HAEND", "ha_end", HA_TOLERANCE_HOURS),
+        ):
+            r = self.resolved.get(kw)
+            mine = self.value(name)
+            if r is None or not r.defined or mine is None or not isinstance(r.value, (int, float)):
+                continue
+            diff = float(r.value) - mine
+            if kw.startswith("HA"):
+                diff = (diff + 12.0) % 24.0 - 12.0
+            if abs(diff) > tol:
+                out.append(f"{kw} {r.value:.4f} vs computed {mine:.4f}")
+        return out
+
+    def c_pointing_check(self) -> str:
+        issues = self.pointing_check()
+        return "OK" if not issues else "DISAGREE: " + "; ".join(issues)
+
+    def c_scheduler_airmass_check(self) -> str | None:
+        sched = self.resolved.get("SCHAIRMS")
+        mine = self.value("airmass_start")
+        if sched is None or not sched.defined or mine is None:
+            return None
+        diff = float(sched.value) - mine
+        return "OK" if abs(diff) <= SCHEDULER_AIRMASS_TOLERANCE else f"DISAGREE by {diff:+.3f}"
+
+    def wcs(self, sensor: Sensor) -> dict[str, Any]:
+        p, rot = self._pointing(), self.resolved.get("ROTPA")
+        if not p or rot is None or not rot.defined:
+            return {}
+        try:
+            return geometry_wcs(p[0], p[1], float(rot.value), self.cfg.instrument, sensor)
+        except ValueError:
+            return {}
+
+    def c_overrides_version(self) -> int:
+        return int(self.inputs.overrides_version)
+
     def c_header_version(self) -> str:
         return f"{SOFTWARE_VERSION} v{self.version}"
 
@@ -233,11 +365,17 @@ def _render(
     compute: Callable[[str], Any],
     sensor: str | None,
     errors: list[str],
+    fallbacks: dict[str, str] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> list[str]:
+    """Card images of one HDU from its template; ``fallbacks`` records computed stand-ins used."""
     cards: list[str] = []
     for t in template:
         kind = t.kind
-        if kind == "static":
+        if overrides and t.key in overrides and kind == "static":
+            o = overrides[t.key]
+            cards += _card(t.key, o.get("value"), o.get("comment") or t.comment, None, errors)
+        elif kind == "static":
             cards += _card(t.key, t.value, t.comment, None, errors)
         elif kind == "computed":
             assert t.computed is not None
@@ -246,13 +384,35 @@ def _render(
         else:
             r = resolved.get(t.key)
             if r is None:
-                cards += _card(t.key, None, t.comment, "not in the keyword map", errors)
+                value, reason = None, "not in the keyword map"
             elif r.per_sensor is not None:
-                v = r.per_sensor.get(sensor) if sensor else None
-                cards += _card(t.key, v, t.comment, None if v is not None else f"no value for sensor {sensor}", errors)
+                value = r.per_sensor.get(sensor) if sensor else None
+                reason = None if value is not None else f"no value for sensor {sensor}"
             else:
-                cards += _card(t.key, r.value, t.comment, r.reason, errors)
+                value, reason = r.value, r.reason
+            if value is None and t.fallback:
+                value = compute(t.fallback)
+                if value is not None and fallbacks is not None:
+                    fallbacks[t.key] = f"computed ({t.fallback}): {reason}"
+            cards += _card(t.key, value, t.comment, reason, errors)
     return cards
+
+
+def segment_hdus(
+    templates: Templates, resolved: dict[str, Resolved], comp: "Computer", s: Sensor, index: int, errors: list[str]
+) -> list[tuple[list[str], str]]:
+    """The segment HDUs of one sensor, in readout order (10..17, 07..00)."""
+    out = []
+    for seg in geometry.segment_names(s.n_segments):
+        geo = s.segment(seg)
+        values = {k.lower(): v for k, v in geo.items()}
+        values.update(segment_extname=geo["EXTNAME"], ccdslot=s.slot, extver=index + 1)
+
+        def seg_compute(name: str, values: dict[str, Any] = values) -> Any:
+            return values[name] if name in values else comp.value(name)
+
+        out.append((structural_extension() + _render(templates.segment, resolved, seg_compute, s.location, errors), f"{s.location}/{geo['EXTNAME']}"))
+    return out
 
 
 def compose_header(
@@ -271,49 +431,34 @@ def compose_header(
     comp = Computer(cfg, inputs, resolved, now_tai, version, complete)
     errors: list[str] = []
 
-    primary = structural_primary() + _render(templates.primary, resolved, comp.value, None, errors)
+    fallbacks: dict[str, str] = {}
+    overrides = inputs.overrides or {}
+    primary = structural_primary() + _render(
+        templates.primary, resolved, comp.value, None, errors, fallbacks, overrides
+    )
+    template_keys = {t.key for t in templates.primary}
+    for key, o in overrides.items():
+        if key not in template_keys:
+            primary += _card(key, o.get("value"), o.get("comment", "set by operator command"), None, errors)
     if reasons:
         primary += _card("HDRNOTE", "; ".join(reasons), "why this header is incomplete", None, errors)
     hdus = [primary]
     names = ["PRIMARY"]
-    for s in sensors:
-        geo_vendor = s.vendor
-        seg_names = geometry.segment_names(16)
-        sensor_cards_extra = {
-            "sensor_extname": s.location,
-            "detsize": geometry.segment_cards(geo_vendor, seg_names[0], s.readout.get("preCols"), s.readout.get("overCols"), s.readout.get("overRows"))["DETSIZE"],
-            "ccdslot": s.slot,
-        }
+    for index, s in enumerate(sensors):
+        extra = s.values(index)
+        wcs_cards = comp.wcs(s)
 
-        def sensor_compute(name: str, extra: dict[str, Any] = sensor_cards_extra) -> Any:
+        def sensor_compute(name: str, extra: dict[str, Any] = extra, wcs_cards: dict[str, Any] = wcs_cards) -> Any:
+            if name.startswith("wcs."):
+                return wcs_cards.get(name[4:])
             return extra[name] if name in extra else comp.value(name)
 
         hdus.append(structural_extension() + _render(templates.sensor, resolved, sensor_compute, s.location, errors))
         names.append(s.location)
-        if not cfg.segments_in_file:
-            continue
-        for seg in seg_names:
-            geo = geometry.segment_cards(geo_vendor, seg, s.readout.get("preCols"), s.readout.get("overCols"), s.readout.get("overRows"))
-            seg_values = {
-                "segment_extname": geo["EXTNAME"],
-                "channel": geo["CHANNEL"],
-                "ccdslot": s.slot,
-                "datasec": geo["DATASEC"],
-                "detsec": geo["DETSEC"],
-                "detsize": geo["DETSIZE"],
-                "dtv1": geo["DTV1"],
-                "dtv2": geo["DTV2"],
-                "dtm1_1": geo["DTM1_1"],
-                "dtm1_2": geo["DTM1_2"],
-                "dtm2_1": geo["DTM2_1"],
-                "dtm2_2": geo["DTM2_2"],
-            }
-
-            def seg_compute(name: str, extra: dict[str, Any] = seg_values) -> Any:
-                return extra[name] if name in extra else comp.value(name)
-
-            hdus.append(structural_extension() + _render(templates.segment, resolved, seg_compute, s.location, errors))
-            names.append(f"{s.location}/{geo['EXTNAME']}")
+        if cfg.segments_in_file:
+            for seg_hdu, seg_name in segment_hdus(templates, resolved, comp, s, index, errors):
+                hdus.append(seg_hdu)
+                names.append(seg_name)
 
     encoded = [split_cards(encode_hdu(h)) for h in hdus]
     dayobs_r = resolved.get("DAYOBS")
@@ -327,6 +472,9 @@ def compose_header(
         "sensors": [s.location for s in sensors],
         "sensor_note": sensor_note,
         "card_errors": errors,
+        "computed_fallbacks": fallbacks,
+        "overrides": {"version": inputs.overrides_version, "cards": overrides},
+        "pointing_check": comp.pointing_check(),
         "keywords": {k: r.provenance() for k, r in resolved.items()},
     }
     return ComposedHeader(inputs.image_name, cfg.instrument, dayobs, version, complete, reasons, encoded, names, provenance)

@@ -104,6 +104,7 @@ class CardTemplate(Strict):
     comment: str = ""
     value: str | int | float | bool | None = None
     computed: str | None = None
+    fallback: str | None = None  # computed value used when the keyword map gives none
     source: Literal["static", "computed", "map"] | None = None
 
     @model_validator(mode="after")

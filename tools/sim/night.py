@@ -737,6 +737,28 @@ class Night:
                     "decDegs": tgt.dec,
                 },
             )
+            start_sky = _scalar(self.sky.at(o.start))
+            add(
+                o.setup - 0.5,
+                "Scheduler",
+                "target",
+                {
+                    "targetId": 1000 + o.index,
+                    "blockId": 7,
+                    "requestTime": o.setup - 0.5,
+                    "ra": tgt.ra,
+                    "decl": tgt.dec,
+                    "alt": start_sky["alt"],
+                    "az": start_sky["az"],
+                    "skyAngle": tgt.rotpa,
+                    "filter": o.exposure.filter or "",
+                    "numExposures": 1,
+                    "airmass": 1.0 / math.cos(math.radians(90.0 - start_sky["alt"])) if start_sky["alt"] > 0 else 0.0,
+                    "note": f"hs-sim visit {o.index + 1}",
+                    "targetName": tgt.name,
+                },
+                1 if self.mt else 2,
+            )
             if not self.mt:
                 add(
                     o.setup + 0.01 * min(lead, 1.0),
