@@ -57,6 +57,7 @@ class ComposedHeader:
     hdus: list[list[str]]  # card images per HDU, CHECKSUM/DATASUM filled
     hdu_names: list[str]
     provenance: dict[str, Any]
+    context: "SensorContext | None" = None
 
     def file_bytes(self) -> bytes:
         from header.fitsfile import encode_file_from_cards
@@ -477,4 +478,60 @@ def compose_header(
         "pointing_check": comp.pointing_check(),
         "keywords": {k: r.provenance() for k, r in resolved.items()},
     }
-    return ComposedHeader(inputs.image_name, cfg.instrument, dayobs, version, complete, reasons, encoded, names, provenance)
+    context = SensorContext(templates, resolved, comp, {s.location: (i, s) for i, s in enumerate(sensors)}, encoded)
+    return ComposedHeader(
+        inputs.image_name, cfg.instrument, dayobs, version, complete, reasons, encoded, names, provenance, context
+    )
+
+
+_STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "CHECKSUM", "DATASUM"}
+
+
+def _card_key(card: str) -> str:
+    if card.startswith("HIERARCH "):
+        return card[9:].split("=", 1)[0].strip()
+    return card[:8].strip()
+
+
+def merge_cards(primary: list[str], sensor: list[str]) -> list[str]:
+    """One header of primary cards overlaid with a sensor's cards (the sensor's value wins).
+
+    This is the header of a single-sensor file (raw, calibrated, crosstalk-corrected).
+    """
+    sensor_body = [c for c in sensor if _card_key(c) not in _STRUCTURAL]
+    sensor_keys = {_card_key(c) for c in sensor_body if _card_key(c) not in ("CONTINUE", "COMMENT", "HISTORY", "")}
+    out: list[str] = []
+    skipping = False
+    for c in primary:
+        key = _card_key(c)
+        if key == "CONTINUE" and skipping:
+            continue
+        skipping = key in sensor_keys or key in ("CHECKSUM", "DATASUM")
+        if not skipping:
+            out.append(c)
+    return out + sensor_body
+
+
+@dataclass
+class SensorContext:
+    """What is kept of a composed header to build any sensor's own header on request."""
+
+    templates: Templates
+    resolved: dict[str, Resolved]
+    computer: Computer
+    sensors: dict[str, tuple[int, Sensor]]
+    hdus: list[list[str]]
+
+    def sensor_header(self, location: str) -> dict[str, Any]:
+        """Primary cards merged with one sensor's, and that sensor's segment headers."""
+        if location not in self.sensors:
+            raise KeyError(f"sensor {location} is not in this image (the camera reported {len(self.sensors)})")
+        index, sensor = self.sensors[location]
+        sensor_cards = next(h for h in self.hdus[1:] if any(c.startswith("EXTNAME") and f"'{location}" in c for c in h))
+        merged = split_cards(encode_hdu(merge_cards(self.hdus[0], sensor_cards)))
+        errors: list[str] = []
+        segments = [
+            {"name": name, "cards": split_cards(encode_hdu(cards))}
+            for cards, name in segment_hdus(self.templates, self.resolved, self.computer, sensor, index, errors)
+        ]
+        return {"sensor": location, "cards": merged, "segments": segments}

@@ -10,6 +10,7 @@ snapshots as of each collection point's own event time, composes the header (pur
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender
 from protocols.messages import CacheClient, CacheUnavailable, topic_key
 
 log = logging.getLogger("composer")
+RECENT_HEADERS = 20  # headers kept in memory to answer per-sensor requests
 
 
 @dataclass
@@ -91,6 +93,9 @@ class Composer:
         self.push.connect(cfg.endpoints.publisher_pull)
         self.pub = ctx.socket(zmq.PUB)
         self.pub.bind(cfg.endpoints.composer_pub)
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.bind(cfg.endpoints.composer_router)
+        self.recent: OrderedDict[str, Any] = OrderedDict()  # imageName -> SensorContext (per-sensor requests)
         self.sender = Sender(sender_id("composer", cfg.instrument))
         self.fast_sender = Sender(self.sender.sender)
         self.cache = CacheClient(cfg.endpoints.cache_router, Sender(self.sender.sender + "/req"), timeout_s=5.0)
@@ -194,6 +199,9 @@ class Composer:
         self.pub.send_multipart(self.fast_sender.frames(topic, payload))
         self.push.send_multipart(self.sender.frames(topic, payload))
         self.done[exp.image_name] = version
+        self.recent[exp.image_name] = header.context
+        while len(self.recent) > RECENT_HEADERS:
+            self.recent.popitem(last=False)
         self.open.pop(exp.image_name, None)
         self.counts["headers" if header.complete else "headers_incomplete"] += 1
         self.report_bad_values(header.image_name, header.provenance)
@@ -205,6 +213,24 @@ class Composer:
             len(header.hdus),
             payload["composeSeconds"] * 1000,
         )
+
+    def on_request(self, frames: list[bytes]) -> None:
+        """Per-sensor header requests: ``{op: sensor, imageName, sensor}`` on the ROUTER socket."""
+        split = frames.index(b"") + 1 if b"" in frames else 1
+        ident, rest = frames[:split], frames[split:]
+        try:
+            req = decode(rest).payload
+            image, sensor = req["imageName"], req["sensor"]
+            ctx = self.recent.get(image)
+            if ctx is None:
+                raise KeyError(f"{image} is not among the last {RECENT_HEADERS} headers composed")
+            body = ctx.sensor_header(sensor)
+            body["imageName"] = image
+            body["version"] = self.done.get(image, 1)
+        except (EnvelopeError, KeyError, TypeError) as exc:
+            self.counts["bad_requests"] += 1
+            body = {"error": str(exc).strip('"')}
+        self.router.send_multipart(ident + self.fast_sender.frames(f"hdr.{self.cfg.instrument}.sensor", body))
 
     def report_bad_values(self, image: str, provenance: dict[str, Any]) -> None:
         """Values that arrived but could not be written (NaN, bad text...) are logged and counted."""
@@ -243,11 +269,21 @@ class Composer:
     def run(self, stop: Stop) -> None:
         log.info("composer up for %s: events from %s", self.cfg.instrument, self.cfg.endpoints.listener_pub)
         last_check = time.monotonic()
+        poller = zmq.Poller()
+        poller.register(self.sub, zmq.POLLIN)
+        poller.register(self.router, zmq.POLLIN)
         while not stop.requested:
-            if self.sub.poll(100):
+            events = dict(poller.poll(100))
+            if self.sub in events:
                 while True:
                     try:
                         self.on_event(self.sub.recv_multipart(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+            if self.router in events:
+                while True:
+                    try:
+                        self.on_request(self.router.recv_multipart(zmq.NOBLOCK))
                     except zmq.Again:
                         break
             if time.monotonic() - last_check > 1.0:

@@ -128,6 +128,7 @@ class Endpoints(Strict):
     listener_pub: str
     cache_router: str
     composer_pub: str
+    composer_router: str
     publisher_pull: str
     publisher_pub: str
     http_port: int
@@ -166,6 +167,7 @@ class InstanceConfig(Strict):
             listener_pub=f"tcp://127.0.0.1:{b}",
             cache_router=f"tcp://127.0.0.1:{b + 1}",
             composer_pub=f"tcp://127.0.0.1:{b + 2}",
+            composer_router=f"tcp://127.0.0.1:{b + 5}",
             publisher_pull=f"tcp://127.0.0.1:{b + 3}",
             publisher_pub=f"tcp://127.0.0.1:{b + 4}",
             http_port=b + 9,

@@ -395,3 +395,60 @@ class FastPathClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class SensorHeader:
+    """One sensor's own header (primary merged with its sensor HDU) and its segment headers."""
+
+    image_name: str
+    sensor: str
+    version: int
+    header: fitsio.FITSHDR
+    segments: list[tuple[str, fitsio.FITSHDR]]
+    cards: list[str]
+
+
+class SensorHeaderError(RuntimeError):
+    """The composer could not serve the requested sensor header (unknown image or sensor)."""
+
+
+class SensorHeaderClient:
+    """Asks an instance's composer (ROUTER socket) for the header of one sensor of a recent image.
+
+    LSSTCam files hold one HDU per sensor; forwarders writing a single sensor's raw, calibrated or
+    crosstalk-corrected file ask for that sensor's merged header and segment headers here.
+    """
+
+    def __init__(self, endpoint: str, timeout_s: float = 5.0):
+        from protocols.envelope import Sender, sender_id
+
+        self.endpoint = endpoint
+        self.timeout_ms = int(timeout_s * 1000)
+        self.sender = Sender(sender_id("sensor-client", "any"))
+        self.sock = zmq.Context.instance().socket(zmq.REQ)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    def get(self, image_name: str, sensor: str) -> SensorHeader:
+        self.sock.send_multipart(self.sender.frames("ctl.request.sensor", {"op": "sensor", "imageName": image_name, "sensor": sensor}))
+        if not self.sock.poll(self.timeout_ms):
+            self.sock.close()
+            self.sock = zmq.Context.instance().socket(zmq.REQ)
+            self.sock.setsockopt(zmq.LINGER, 0)
+            self.sock.connect(self.endpoint)
+            raise SensorHeaderError(f"no answer from the composer at {self.endpoint}")
+        payload = decode(self.sock.recv_multipart()).payload
+        if "error" in payload:
+            raise SensorHeaderError(payload["error"])
+        return SensorHeader(
+            payload["imageName"],
+            payload["sensor"],
+            int(payload.get("version", 1)),
+            cards_to_fitshdr(payload["cards"]),
+            [(s["name"], cards_to_fitshdr(s["cards"])) for s in payload["segments"]],
+            payload["cards"],
+        )
+
+    def close(self) -> None:
+        self.sock.close()
