@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +20,19 @@ import zmq
 
 from header import astro
 from header.compose import CAMERA_EVENTS, ExposureInputs, Templates, compose_header
+from procs.journal import read_json, write_json_atomic
+from protocols.csc_state import ErrorCode, fault_frames
 from procs.common import Counters, Stop, base_parser, setup
 from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_template
 from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, tai_now
 from protocols.messages import CacheClient, CacheUnavailable, topic_key
 
 log = logging.getLogger("composer")
+DONE_KEPT = 5000  # composed images remembered in the journal
+ACK_TIMEOUT = 5.0  # s before an unacknowledged header is sent to the publisher again
+RESYNC_MARGIN = 120.0  # s of bus time replayed from the cache after a restart or a gap
+RESYNC_WINDOW = 3600.0  # s replayed when the journal has no bus time
+FILL_WINDOW = 4 * 3600.0  # s of cache history searched for an image's missing events
 RECENT_HEADERS = 20  # headers kept in memory to answer per-sensor requests
 
 
@@ -80,7 +88,11 @@ class Composer:
         self.kmap = load_keyword_map(cfg)
         self.templates = Templates(*(load_template(cfg, k) for k in ("primary", "sensor", "segment")))
         self.open: dict[str, OpenExposure] = {}
-        self.done: dict[str, int] = {}  # imageName -> version announced
+        self.done: dict[str, list[Any]] = {}  # imageName -> [version, complete] composed
+        self.unacked: dict[str, tuple[float, dict[str, Any]]] = {}  # imageName -> (sent, payload)
+        self.done_events: dict[str, dict[str, Any]] = {}  # recent images' events, for reissues
+        self.csc: Any = None
+        self.state_path = Path(cfg.state_dir) / cfg.instrument / "composer.json"
         self.bus_time = 0.0  # latest camera event time seen: the deadline clock of replayed nights
         self.counts = Counters()
         self.gaps = GapTracker()
@@ -91,6 +103,9 @@ class Composer:
         self.push = ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.SNDHWM, 10000)
         self.push.connect(cfg.endpoints.publisher_pull)
+        self.acks = ctx.socket(zmq.SUB)
+        self.acks.setsockopt(zmq.SUBSCRIBE, b"ctl.announced.")
+        self.acks.connect(cfg.endpoints.publisher_pub)
         self.pub = ctx.socket(zmq.PUB)
         self.pub.bind(cfg.endpoints.composer_pub)
         self.router = ctx.socket(zmq.ROUTER)
@@ -100,6 +115,57 @@ class Composer:
         self.fast_sender = Sender(self.sender.sender)
         self.cache = CacheClient(cfg.endpoints.cache_router, Sender(self.sender.sender + "/req"), timeout_s=5.0)
         self.warm_up()
+        self.restore()
+
+    # -- durable state ------------------------------------------------------------------------
+    def save(self) -> None:
+        """Journal open exposures, composed images and unacknowledged headers (atomic snapshot)."""
+        done = dict(list(self.done.items())[-DONE_KEPT:])
+        write_json_atomic(
+            self.state_path,
+            {
+                "open": {n: {"events": e.events, "deadline_tai": e.deadline_tai} for n, e in self.open.items()},
+                "done": done,
+                "unacked": sorted(self.unacked),
+                "bus_time": self.bus_time,
+            },
+        )
+
+    def restore(self) -> None:
+        """Resume after a restart: reopen journaled exposures, recompose unacknowledged headers,
+        and catch up with camera events published while this process was down (from the cache)."""
+        state = read_json(self.state_path, {})
+        self.done = {k: list(v) for k, v in state.get("done", {}).items()}
+        self.bus_time = float(state.get("bus_time", 0.0))
+        for name, rec in state.get("open", {}).items():
+            exp = OpenExposure(name, dict(rec.get("events", {})))
+            exp.deadline_tai = rec.get("deadline_tai")
+            if exp.deadline_tai is not None:
+                exp.deadline_wall = time.monotonic() + max(0.0, exp.deadline_tai - self.bus_time)
+            self.open[name] = exp
+        redo = [n for n in state.get("unacked", []) if n in self.done]
+        if self.open or redo:
+            log.info("resuming: %d open exposure(s), %d header(s) awaiting acknowledgement", len(self.open), len(redo))
+        for name in redo:
+            self.recompose(name, same_version=True)
+        self.resync_from_cache()
+
+    def resync_from_cache(self) -> None:
+        """Replay camera events the cache holds since the journal's bus time (clone pattern)."""
+        since = self.bus_time - RESYNC_MARGIN if self.bus_time else tai_now() - RESYNC_WINDOW
+        replayed = 0
+        for topic in ("startIntegration", "startReadout", "endReadout", "imageReadoutParameters", "endOfImageTelemetry"):
+            try:
+                reply = self.cache.request(
+                    {"op": "range", "key": topic_key(self.cfg.camera, topic), "t0": since, "t1": 1e12}, timeout_ms=3000
+                )
+            except CacheUnavailable as exc:
+                log.warning("cannot resynchronize from the cache yet: %s", exc)
+                return
+            for sample in reply.get("samples", []):
+                replayed += self.apply_event(sample, source="cache")
+        if replayed:
+            log.info("resynchronized %d camera event(s) from the cache", replayed)
 
     def warm_up(self) -> None:
         """Pay the one-off costs (IERS tables, first FITS encoding) before the first exposure."""
@@ -120,62 +186,90 @@ class Composer:
             log.warning("missed %d listener message(s); the cache fills in the exposures' events", st.gap)
         if st.duplicate:
             return
-        sample = msg.payload
+        if st.gap or st.restarted:
+            self.resync_from_cache()
+        self.apply_event(msg.payload, source="listener", seq=(msg.envelope.sender, msg.envelope.seq))
+
+    def apply_event(self, sample: Any, source: str, seq: tuple[str, int] | None = None) -> int:
+        """Record one camera event; finish the exposure at endOfImageTelemetry. Returns 1 if new."""
         topic = sample.get("topic") if isinstance(sample, dict) else None
         if topic not in CAMERA_EVENTS:
-            return
-        name = sample.get("data", {}).get("imageName")
+            return 0
+        data = sample.get("data") if isinstance(sample.get("data"), dict) else {}
+        name = data.get("imageName")
         if not isinstance(name, str) or not name:
             self.counts["events_without_image"] += 1
             log.warning("%s without an imageName ignored", topic)
-            return
-        if name in self.done and topic != "endOfImageTelemetry":
-            self.counts["events_after_done"] += 1
-            return
+            return 0
+        if not isinstance(sample.get("sndStamp"), (int, float)):
+            self.counts["bad_events"] += 1
+            log.warning("%s for %s has no usable private_sndStamp: ignored", topic, name)
+            return 0
+        if name in self.done:
+            version, complete = self.done[name]
+            if topic == "endOfImageTelemetry" and not complete:
+                events = dict(self.done_events.get(name, {}))
+                if topic not in events:
+                    log.info("late endOfImageTelemetry for %s: reissuing its header complete", name)
+                    events[topic] = sample
+                    self.recompose(name, events=events)
+                    return 1
+            if source == "listener":
+                self.counts["events_after_done"] += 1
+            return 0
         exp = self.open.setdefault(name, OpenExposure(name))
         if topic in exp.events:
-            self.counts["duplicate_events"] += 1
-            log.warning("duplicate %s for %s ignored", topic, name)
-            return
+            if source == "listener":
+                self.counts["duplicate_events"] += 1
+                log.warning("duplicate %s for %s ignored", topic, name)
+            return 0
         exp.events[topic] = sample
-        exp.last_seq = (msg.envelope.sender, msg.envelope.seq)
-        if isinstance(sample.get("sndStamp"), (int, float)):
-            self.bus_time = max(self.bus_time, float(sample["sndStamp"]))
+        if seq is not None:
+            exp.last_seq = seq
+        self.bus_time = max(self.bus_time, float(sample["sndStamp"]))
         if topic == "startIntegration":
-            d = sample["data"]
+            d = data
             timeout = float(d.get("timeout") or 0) or float(d.get("exposureTime") or 0) + 30.0
             exp.deadline_tai = sample["sndStamp"] + timeout + self.cfg.end_deadline
             exp.deadline_wall = time.monotonic() + timeout + self.cfg.end_deadline
             log.info("exposure %s started (%.1f s)", name, float(d.get("exposureTime") or 0))
         if topic == "endOfImageTelemetry":
-            if name in self.done:
-                self.counts["duplicate_events"] += 1
-                log.warning("endOfImageTelemetry for %s, already composed: ignored", name)
-                self.open.pop(name, None)
-                return
             self.finish(exp, reasons=[])
+        else:
+            self.save()
+        return 1
+
+    def fill_missing_event(self, exp: OpenExposure, topic: str, t1: float | None = None) -> bool:
+        """Look up one camera event of this image in the cache's history (missed while down)."""
+        t1 = t1 or tai_now()
+        try:
+            reply = self.cache.request(
+                {"op": "range", "key": topic_key(self.cfg.camera, topic), "t0": t1 - FILL_WINDOW, "t1": 1e12}
+            )
+        except CacheUnavailable:
+            return False
+        for s in reversed(reply.get("samples", [])):
+            if s.get("data", {}).get("imageName") == exp.image_name:
+                exp.events[topic] = s
+                return True
+        return False
 
     def fill_missing_events(self, exp: OpenExposure, points: dict[str, float]) -> None:
         """Events this process missed (restart, gap) are looked up in the cache's history."""
         t1 = max(points.values()) if points else tai_now()
         for topic in ("startIntegration", "startReadout", "endReadout", "imageReadoutParameters"):
-            if topic in exp.events:
+            if topic not in exp.events and not self.fill_missing_event(exp, topic, t1):
                 continue
-            try:
-                reply = self.cache.request({"op": "range", "key": topic_key(self.cfg.camera, topic), "t0": t1 - 4 * 3600, "t1": t1})
-            except CacheUnavailable:
-                return
-            for s in reversed(reply.get("samples", [])):
-                if s.get("data", {}).get("imageName") == exp.image_name:
-                    exp.events[topic] = s
-                    break
 
-    def finish(self, exp: OpenExposure, reasons: list[str]) -> None:
+    def finish(self, exp: OpenExposure, reasons: list[str], version: int | None = None) -> None:
+        """Compose, send and journal one header (real time, late reissue and catch-up alike)."""
         points = collection_points(exp.events)
         self.fill_missing_events(exp, points)
         points = collection_points(exp.events)
         if "endOfImageTelemetry" not in exp.events and not reasons:
             reasons = ["endOfImageTelemetry not received"]
+        if "startIntegration" not in exp.events:
+            reasons = reasons + ["startIntegration not received"]
         req = collection_request(self.cfg, self.kmap, points)
         if exp.last_seq[0]:
             req["after"] = {"sender": exp.last_seq[0], "seq": exp.last_seq[1]}
@@ -184,13 +278,18 @@ class Composer:
             snapshots, windows = reply.get("snapshots", {}), reply.get("windows", {})
             if not reply.get("caught_up", True):
                 log.warning("cache answered for %s before catching up with the listener", exp.image_name)
+            for gap in reply.get("outages", []):
+                reasons = reasons + [f"bus not observed from {gap[0]:.1f} to {gap[1]:.1f} (TAI): telemetry may be missing"]
         except CacheUnavailable as exc:
             log.error("%s: %s; header written from the camera events alone", exp.image_name, exc)
             snapshots, windows = {}, {}
             reasons = reasons + [f"telemetry unavailable: {exc}"]
             self.counts["cache_unavailable"] += 1
-        inputs = ExposureInputs(exp.image_name, exp.events, points, snapshots, windows, reasons)
-        version = self.done.get(exp.image_name, 0) + 1
+            self.pub.send_multipart(fault_frames(self.fast_sender, self.cfg.instrument, ErrorCode.CACHE_UNREACHABLE, str(exc)))
+        overrides, overrides_version = self.operator_cards()
+        inputs = ExposureInputs(exp.image_name, exp.events, points, snapshots, windows, reasons, overrides, overrides_version)
+        if version is None:
+            version = int(self.done.get(exp.image_name, [0])[0]) + 1
         t0 = time.perf_counter()
         header = compose_header(self.cfg, self.kmap, self.templates, inputs, tai_now(), version)
         payload = header.to_payload()
@@ -198,11 +297,16 @@ class Composer:
         topic = f"hdr.{self.cfg.instrument}.{exp.image_name}"
         self.pub.send_multipart(self.fast_sender.frames(topic, payload))
         self.push.send_multipart(self.sender.frames(topic, payload))
-        self.done[exp.image_name] = version
+        self.done[exp.image_name] = [version, header.complete]
+        self.done_events[exp.image_name] = exp.events
+        self.unacked[exp.image_name] = (time.monotonic(), payload)
         self.recent[exp.image_name] = header.context
         while len(self.recent) > RECENT_HEADERS:
             self.recent.popitem(last=False)
+        while len(self.done_events) > RECENT_HEADERS:
+            self.done_events.pop(next(iter(self.done_events)))
         self.open.pop(exp.image_name, None)
+        self.save()
         self.counts["headers" if header.complete else "headers_incomplete"] += 1
         self.report_bad_values(header.image_name, header.provenance)
         log.info(
@@ -214,19 +318,71 @@ class Composer:
             payload["composeSeconds"] * 1000,
         )
 
+    def operator_cards(self) -> tuple[dict[str, dict[str, Any]], int]:
+        """Static cards set by operator command (CSC), applied from the next exposure."""
+        if self.csc is None:
+            return {}, 0
+        self.csc.poll()
+        return dict(self.csc.overrides), int(self.csc.overrides_version)
+
+    def recompose(self, name: str, events: dict[str, Any] | None = None, same_version: bool = False) -> dict[str, Any]:
+        """Compose an image again from its events (journal or cache): late events, catch-up."""
+        exp = OpenExposure(name, dict(events or self.done_events.get(name, {})))
+        self.fill_missing_events(exp, collection_points(exp.events) or {"end": tai_now()})
+        for topic in ("endOfImageTelemetry",):
+            if topic not in exp.events:
+                self.fill_missing_event(exp, topic)
+        if not exp.events:
+            return {"imageName": name, "error": "no camera event of this image in the journal or the cache"}
+        prev = int(self.done.get(name, [0])[0])
+        version = prev if (same_version and prev) else prev + 1
+        self.finish(exp, reasons=[], version=version)
+        return {"imageName": name, "version": version, "complete": self.done[name][1]}
+
+    def on_ack(self, frames: list[bytes]) -> None:
+        try:
+            entry = decode(frames).payload
+            name, version = entry["imageName"], int(entry["version"])
+        except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
+            self.counts["bad_acks"] += 1
+            log.warning("bad acknowledgement from the publisher: %s", exc)
+            return
+        pending = self.unacked.get(name)
+        if pending and int(pending[1]["version"]) <= version:
+            del self.unacked[name]
+            self.save()
+
+    def resend_unacked(self) -> None:
+        """Headers the publisher has not acknowledged are sent again (it is idempotent)."""
+        now = time.monotonic()
+        for name, (sent, payload) in list(self.unacked.items()):
+            if now - sent > ACK_TIMEOUT:
+                self.counts["resent"] += 1
+                log.warning("%s v%s not acknowledged by the publisher: sent again", name, payload["version"])
+                self.push.send_multipart(self.sender.frames(f"hdr.{self.cfg.instrument}.{name}", payload))
+                self.unacked[name] = (now, payload)
+
     def on_request(self, frames: list[bytes]) -> None:
         """Per-sensor header requests: ``{op: sensor, imageName, sensor}`` on the ROUTER socket."""
         split = frames.index(b"") + 1 if b"" in frames else 1
         ident, rest = frames[:split], frames[split:]
         try:
             req = decode(rest).payload
+            if req.get("op") == "recompose":
+                body = {"results": [self.recompose(n) for n in req["imageNames"]]}
+                self.router.send_multipart(ident + self.fast_sender.frames(f"ctl.reply.recompose", body))
+                return
+            if req.get("op") == "status":
+                body = {"counts": self.counts.as_dict(), "open": sorted(self.open), "done": self.done, "unacked": sorted(self.unacked)}
+                self.router.send_multipart(ident + self.fast_sender.frames(f"ctl.reply.status", body))
+                return
             image, sensor = req["imageName"], req["sensor"]
             ctx = self.recent.get(image)
             if ctx is None:
                 raise KeyError(f"{image} is not among the last {RECENT_HEADERS} headers composed")
             body = ctx.sensor_header(sensor)
             body["imageName"] = image
-            body["version"] = self.done.get(image, 1)
+            body["version"] = self.done.get(image, [1])[0]
         except (EnvelopeError, KeyError, TypeError) as exc:
             self.counts["bad_requests"] += 1
             body = {"error": str(exc).strip('"')}
@@ -272,12 +428,19 @@ class Composer:
         poller = zmq.Poller()
         poller.register(self.sub, zmq.POLLIN)
         poller.register(self.router, zmq.POLLIN)
+        poller.register(self.acks, zmq.POLLIN)
         while not stop.requested:
             events = dict(poller.poll(100))
             if self.sub in events:
                 while True:
                     try:
                         self.on_event(self.sub.recv_multipart(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+            if self.acks in events:
+                while True:
+                    try:
+                        self.on_ack(self.acks.recv_multipart(zmq.NOBLOCK))
                     except zmq.Again:
                         break
             if self.router in events:
@@ -289,6 +452,7 @@ class Composer:
             if time.monotonic() - last_check > 1.0:
                 last_check = time.monotonic()
                 self.check_deadlines()
+                self.resend_unacked()
                 self.publish_status()
 
 

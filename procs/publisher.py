@@ -143,12 +143,18 @@ class Publisher:
         return f"{self.cfg.instrument}/{dayobs}/{image}.fits"
 
     def publish(self, payload: dict[str, Any]) -> None:
+        """Write, index and announce one header version, exactly once per imageName and version.
+
+        The index records the file before the announcement and again once announced, so a
+        publisher killed in between announces on restart what it had not, and nothing twice.
+        """
         image = payload["imageName"]
         version = int(payload["version"])
         prev = self.index.entries.get(image)
-        if prev and int(prev["version"]) >= version:
+        if prev and int(prev["version"]) > version or (prev and int(prev["version"]) == version and prev.get("announced")):
             self.counts["duplicates"] += 1
-            log.info("%s v%d already published (v%s): not announced again", image, version, prev["version"])
+            log.info("%s v%d already published (v%s): acknowledged, not announced again", image, version, prev["version"])
+            self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", prev))
             return
         data = encode_file_from_cards([h["cards"] for h in payload["hdus"]])
         rel = self.relpath(str(payload["dayobs"]), image)
@@ -157,7 +163,6 @@ class Publisher:
         atomic_write(path.with_suffix(".prov.json"), json.dumps(payload.get("provenance", {}), indent=1).encode())
         md5 = hashlib.md5(data).hexdigest()
         url = f"{self.base_url}/{rel}"
-        self.announcer.announce(url, version, len(data), md5, image)
         entry = {
             "imageName": image,
             "version": version,
@@ -166,8 +171,11 @@ class Publisher:
             "md5": md5,
             "byteSize": len(data),
             "complete": bool(payload.get("complete", True)),
-            "announced": tai_now(),
+            "announced": None,
         }
+        self.index.add(entry)
+        self.announcer.announce(url, version, len(data), md5, image)
+        entry = dict(entry, announced=tai_now())
         self.index.add(entry)
         self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", entry))
         self.counts["announced"] += 1
