@@ -10,19 +10,23 @@ time: late or replayed samples land in their place in the history.
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from procs.common import Counters, Stop, base_parser, setup
-from protocols import messages
+from procs.journal import read_json, write_json_atomic
+from protocols import messages, sal
 from protocols.config import InstanceConfig
 from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id
 
 log = logging.getLogger("cache")
+SEGMENT_SECONDS = 600.0  # a new history segment on disk every 10 minutes
 
 
 class History:
@@ -89,10 +93,64 @@ class Store:
         return {"snapshots": snaps, "windows": windows}
 
 
+class Persistence:
+    """The cache's history on disk: JSON-lines segments appended every second, rotated and
+    pruned by age and total size, replayed at start so a restart loses at most the last second."""
+
+    def __init__(self, folder: Path, max_age: float, max_bytes: float):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.max_age = max_age
+        self.max_bytes = max_bytes
+        self.buffer: list[str] = []
+        self.segment: Path | None = None
+        self.segment_opened = 0.0
+
+    def add(self, sample: dict[str, Any]) -> None:
+        self.buffer.append(json.dumps(sample, separators=(",", ":")))
+
+    def flush(self, meta: dict[str, Any]) -> None:
+        now = time.time()
+        if self.segment is None or now - self.segment_opened > SEGMENT_SECONDS:
+            self.segment = self.folder / f"seg-{now:017.6f}.jsonl"
+            self.segment_opened = now
+            self.prune()
+        if self.buffer:
+            with open(self.segment, "a") as fh:
+                fh.write("\n".join(self.buffer) + "\n")
+            self.buffer.clear()
+        write_json_atomic(self.folder / "meta.json", meta)
+
+    def prune(self) -> None:
+        segs = sorted(self.folder.glob("seg-*.jsonl"))
+        now = time.time()
+        total = sum(p.stat().st_size for p in segs)
+        for p in segs[:-1]:
+            if now - p.stat().st_mtime > self.max_age or total > self.max_bytes:
+                total -= p.stat().st_size
+                p.unlink(missing_ok=True)
+
+    def load(self, store: "Store") -> tuple[int, dict[str, Any]]:
+        n = 0
+        for p in sorted(self.folder.glob("seg-*.jsonl")):
+            with open(p) as fh:
+                for line in fh:
+                    try:
+                        store.add(json.loads(line))
+                        n += 1
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a torn last line after a kill
+        return n, read_json(self.folder / "meta.json", {})
+
+
 class CacheServer:
     def __init__(self, cfg: InstanceConfig):
         self.cfg = cfg
         self.store = Store(cfg.cache_max_samples, cfg.cache_max_age)
+        self.disk = Persistence(Path(cfg.state_dir) / cfg.instrument / "cache", cfg.cache_max_age, cfg.cache_max_disk_mb * 1e6)
+        self.outages: list[list[float]] = []  # [t0, t1] TAI spans the bus was not observed
+        self.open_outage: float | None = None  # start of an outage whose end is not known yet
+        self.last_sample_time = 0.0
         self.counts = Counters()
         self.gaps = GapTracker()
         self.applied: dict[str, int] = {}  # listener sender -> last applied seq
@@ -105,19 +163,87 @@ class CacheServer:
         self.router = ctx.socket(zmq.ROUTER)
         self.router.bind(cfg.endpoints.cache_router)
         self.sender = Sender(sender_id("cache", cfg.instrument))
+        self.listener = ctx.socket(zmq.REQ)
+        self.listener.setsockopt(zmq.LINGER, 0)
+        self.listener.connect(cfg.endpoints.listener_router)
+        self.restore()
+
+    def restore(self) -> None:
+        t0 = time.monotonic()
+        n, meta = self.disk.load(self.store)
+        self.applied = {k: int(v) for k, v in meta.get("applied", {}).items()}
+        self.outages = meta.get("outages", [])
+        self.last_sample_time = float(meta.get("last_sample_time", 0.0))
+        if self.last_sample_time:
+            if self.applied:
+                latest = list(self.applied)[-1]
+                self.gaps.current[latest.split("@", 1)[0]] = latest
+            for sender, seq in self.applied.items():
+                self.gaps.last[sender] = seq
+        log.info("restored %d samples from disk in %.2f s (%d outage span(s) recorded)", n, time.monotonic() - t0, len(self.outages))
+
+    def meta(self) -> dict[str, Any]:
+        return {"applied": dict(list(self.applied.items())[-4:]), "outages": self.outages[-100:], "last_sample_time": self.last_sample_time}
+
+    def replay(self, sender: str, since: int) -> bool:
+        """Ask the listener for the messages after ``since``; False when it cannot give them all."""
+        self.listener.send_multipart(self.sender.frames("ctl.request.replay", {"op": "replay", "since": since}))
+        if not self.listener.poll(3000):
+            self.listener.close()
+            self.listener = zmq.Context.instance().socket(zmq.REQ)
+            self.listener.setsockopt(zmq.LINGER, 0)
+            self.listener.connect(self.cfg.endpoints.listener_router)
+            return False
+        body = decode(self.listener.recv_multipart()).payload
+        if body.get("sender") != sender:
+            return False
+        for topic, seq, payload in body.get("messages", []):
+            if seq > self.applied.get(sender, 0):
+                self.apply(json.loads(payload), sender, seq)
+        self.counts["replayed"] += len(body.get("messages", []))
+        return int(body.get("oldest", 0)) <= since + 1
+    def apply(self, sample: dict[str, Any], sender: str, seq: int) -> None:
+        self.store.add(sample)
+        self.disk.add(sample)
+        self.applied[sender] = seq
+        t = float(sample["sndStamp"])
+        if self.outages and self.outages[-1][0] < t < self.outages[-1][1] and self.is_telemetry(sample):
+            self.counts["outage_refilled"] += 1
+            log.info("samples inside the outage %s arrive (replayed): outage cleared", self.outages[-1])
+            self.outages.pop()
+        if self.open_outage is not None and self.is_telemetry(sample) and t > self.open_outage:
+            self.outages.append([self.open_outage, t])
+            log.warning("bus not observed between %.3f and %.3f TAI", self.open_outage, t)
+            self.open_outage = None
+        if self.open_outage is None:
+            self.last_sample_time = max(self.last_sample_time, t)
+        self.counts["samples"] += 1
+
+    @staticmethod
+    def is_telemetry(sample: dict[str, Any]) -> bool:
+        try:
+            return sal.get_topic(sample["component"], sample["topic"]).kind == "telemetry"
+        except (KeyError, sal.UnknownTopicError):
+            return False
 
     def on_sample(self, frames: list[bytes]) -> None:
         try:
             msg = decode(frames)
-            st = self.gaps.check(msg.envelope)
-            if st.gap:
-                self.counts["gaps"] += st.gap
-                log.warning("gap of %d message(s) from %s", st.gap, msg.envelope.sender)
+            env = msg.envelope
+            st = self.gaps.check(env)
             if st.duplicate:
                 return
-            self.applied[msg.envelope.sender] = msg.envelope.seq
-            self.store.add(msg.payload)
-            self.counts["samples"] += 1
+            if st.restarted or (env.sender not in self.applied and self.applied):
+                self.counts["listener_restarts"] += 1
+                log.warning("listener restarted (%s): what it missed is an outage", env.sender)
+                if self.last_sample_time:
+                    self.open_outage = self.last_sample_time
+            elif st.gap:
+                self.counts["gaps"] += st.gap
+                if not self.replay(env.sender, env.seq - st.gap - 1):
+                    log.warning("gap of %d message(s) from %s not recoverable: outage recorded", st.gap, env.sender)
+                    self.open_outage = self.last_sample_time
+            self.apply(msg.payload, env.sender, env.seq)
         except (EnvelopeError, ValueError, KeyError, TypeError) as exc:
             self.counts["bad_messages"] += 1
             log.warning("bad message from the listener ignored: %s", exc)
@@ -133,12 +259,18 @@ class CacheServer:
         if op == "collect":
             body = self.store.collect(req)
             body["caught_up"] = not late
+            pts = [float(v) for v in req.get("points", {}).values()]
+            if pts:
+                lo, hi = min(pts) - self.cfg.telemetry_max_age, max(pts)
+                spans = self.outages + ([[self.open_outage, 1e12]] if self.open_outage is not None else [])
+                body["outages"] = [o for o in spans if o[0] < hi and o[1] > lo]
         elif op == "range":
             body = {"samples": self.store.between(req["key"], float(req["t0"]), float(req["t1"]))}
         elif op == "latest":
             body = {"samples": {k: (self.store.histories[k].samples[-1] if k in self.store.histories else None) for k in req.get("keys", [])}}
         elif op == "status":
             body = {
+                "outages": self.outages,
                 "counts": self.counts.as_dict(),
                 "topics": {k: len(h.times) for k, h in self.store.histories.items()},
             }
@@ -184,7 +316,11 @@ class CacheServer:
         poller.register(self.sub, zmq.POLLIN)
         poller.register(self.router, zmq.POLLIN)
         log.info("cache up: SUB %s, ROUTER %s", self.cfg.endpoints.listener_pub, self.cfg.endpoints.cache_router)
+        last_flush = time.monotonic()
         while not stop.requested:
+            if time.monotonic() - last_flush >= 1.0:
+                last_flush = time.monotonic()
+                self.flush()
             events = dict(poller.poll(50))
             if self.sub in events:
                 for _ in range(5000):
@@ -200,6 +336,15 @@ class CacheServer:
                         break
             if self.parked:
                 self.release_parked()
+        self.flush()
+
+
+    def flush(self) -> None:
+        try:
+            self.disk.flush(self.meta())
+        except OSError as exc:
+            self.counts["persist_errors"] += 1
+            log.error("cannot persist the cache: %s", exc)
 
 
 def main(argv: list[str] | None = None) -> None:

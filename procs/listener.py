@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from typing import Any, Iterator
 
 import zmq
@@ -18,7 +19,7 @@ import zmq
 from procs.common import Counters, Stop, base_parser, setup
 from protocols import sal
 from protocols.config import InstanceConfig, load_keyword_map
-from protocols.envelope import Sender, sender_id, tai_now
+from protocols.envelope import EnvelopeError, Sender, decode, sender_id, tai_now
 
 log = logging.getLogger("listener")
 
@@ -88,6 +89,29 @@ class DdsBus:
                 yield component, name, s, (info.source_timestamp if info is not None else None)
 
 
+def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Counters) -> None:
+    """Answer ``{op: replay, since: seq}``: the messages after ``since`` still in the ring.
+
+    A cache that saw a gap or restarted asks for what it missed (the clone pattern's snapshot).
+    """
+    while True:
+        try:
+            frames = router.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        split = frames.index(b"") + 1 if b"" in frames else 1
+        ident = frames[:split]
+        try:
+            req = decode(frames[split:]).payload
+            since = int(req["since"])
+            msgs = [[f[0].decode(), seq, f[2].decode()] for seq, f in ring if seq > since]
+            body = {"sender": sender.sender, "oldest": ring[0][0] if ring else sender.seq + 1, "messages": msgs}
+        except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
+            counts["bad_requests"] += 1
+            body = {"error": f"bad replay request: {exc}"}
+        router.send_multipart(ident + sender.frames("ctl.reply.replay", body))
+
+
 def run(cfg: InstanceConfig, stop: Stop) -> None:
     topics = needed_topics(cfg)
     ctx = zmq.Context.instance()
@@ -95,6 +119,10 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
     pub.setsockopt(zmq.SNDHWM, 200000)
     pub.bind(cfg.endpoints.listener_pub)
     sender = Sender(sender_id("listener", cfg.instrument))
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(cfg.endpoints.listener_router)
+    status_sender = Sender(sender.sender + "/status")  # own sequence: sal.* numbers stay contiguous
+    ring: deque[tuple[int, list[bytes]]] = deque(maxlen=cfg.listener_replay)
     bus = DdsBus(cfg.dds_domain, topics)
     log.info(
         "listening on DDS domain %d to %d topics, publishing on %s",
@@ -112,12 +140,16 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
                 counts["malformed"] += 1
                 log.warning("malformed %s.%s sample dropped: %s", component, name, exc)
                 continue
-            pub.send_multipart(sender.frames(f"sal.{component}.{name}", payload))
+            frames = sender.frames(f"sal.{component}.{name}", payload)
+            pub.send_multipart(frames)
+            ring.append((sender.seq, frames))
             counts["samples"] += 1
+        serve_replays(router, ring, sender, counts)
         if time.monotonic() - last_status > 10:
             last_status = time.monotonic()
-            pub.send_multipart(sender.frames(f"ctl.status.listener", {"counts": counts.as_dict()}))
+            pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", {"counts": counts.as_dict()}))
     pub.close(linger=500)
+    router.close(linger=0)
 
 
 def main(argv: list[str] | None = None) -> None:

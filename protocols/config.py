@@ -131,6 +131,7 @@ class Endpoints(Strict):
     composer_router: str
     publisher_pull: str
     publisher_pub: str
+    listener_router: str
     http_port: int
 
 
@@ -150,6 +151,8 @@ class InstanceConfig(Strict):
     end_deadline: float = Field(default=30.0, gt=0)
     cache_max_age: float = Field(default=7200.0, gt=0)
     cache_max_samples: int = Field(default=20000, gt=0)
+    cache_max_disk_mb: float = Field(default=2000.0, gt=0)
+    listener_replay: int = Field(default=200000, gt=0)  # messages kept for replay to a resyncing cache
     telemetry_max_age: float = Field(default=10.0, gt=0)
     collect_wait: float = Field(default=0.5, ge=0)
     sensors_nominal: list[str]
@@ -170,6 +173,7 @@ class InstanceConfig(Strict):
             composer_router=f"tcp://127.0.0.1:{b + 5}",
             publisher_pull=f"tcp://127.0.0.1:{b + 3}",
             publisher_pub=f"tcp://127.0.0.1:{b + 4}",
+            listener_router=f"tcp://127.0.0.1:{b + 8}",
             http_port=b + 9,
         )
 
