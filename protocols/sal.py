@@ -101,7 +101,6 @@ ACKCMD_FIELDS = (
     SalField("cmdtype", "long"),
     SalField("timeout", "double"),
 )
-COMMAND_PRIVATE = (SalField("private_seqNum_cmd", "long"),)
 
 
 def _parse_fields(raw: list[dict[str, Any]]) -> tuple[SalField, ...]:
@@ -131,17 +130,16 @@ def get_topic(component: str, name: str) -> SalTopic:
     if name in comp:
         spec = comp[name]
         return SalTopic(component, name, spec.get("kind", "event"), _parse_fields(spec.get("fields")))
-    generic = raw["SALGeneric"]
     if name == "ackcmd":
         return SalTopic(component, "ackcmd", "ackcmd", ACKCMD_FIELDS)
-    for gname in (name, f"logevent_{name}"):
-        if gname in generic:
-            kind, short = gname.split("_", 1)
-            kind = "event" if kind == "logevent" else "command"
-            fields = _parse_fields(generic[gname].get("fields"))
-            if kind == "command":
-                fields = fields + COMMAND_PRIVATE
-            return SalTopic(component, short, kind, fields)
+    # Header Service CSCs also have the topics of the ``HeaderService`` section (named like SALGeneric's).
+    sections = [raw["SALGeneric"]] + ([raw.get("HeaderService", {})] if component.endswith("HeaderService") else [])
+    for generic in sections:
+        for gname in (name, f"logevent_{name}"):
+            if gname in generic:
+                kind, short = gname.split("_", 1)
+                kind = "event" if kind == "logevent" else "command"
+                return SalTopic(component, short, kind, _parse_fields(generic[gname].get("fields")))
     known = sorted(comp) if comp else []
     raise UnknownTopicError(
         f"SAL topic {component}.{name} is not defined in {TOPICS_YAML.name}"

@@ -1,0 +1,664 @@
+"""hs-csc: the SAL Commandable Component of one Header Service instance.
+
+Joins the instance's DDS domain as ``<csc>`` (ATHeaderService, CCHeaderService, MTHeaderService),
+salIndex 0, and behaves like any observatory CSC: starts in STANDBY; commands start, enable,
+disable, standby, exitControl and setLogLevel are answered on ackcmd (CMD_INPROGRESS then
+CMD_COMPLETE, CMD_FAILED with the reason, or CMD_NOPERM when the current state does not allow the
+command); events summaryState, heartbeat (1 s), errorCode, logMessage, softwareVersions,
+configurationsAvailable, configurationApplied and logLevel. exitControl publishes OFFLINE and ends
+the process with exit code 0.
+
+Its own command ``setHeaderCards`` (cards: JSON object, mode: merge|replace|clear; allowed in
+DISABLED and ENABLED) sets operator cards such as OBSERVER that the composer writes into every
+header from the next exposure on. Every accepted change increments the overrides version and is
+persisted to ``<state_dir>/<instrument>/csc_overrides.json``, so it survives restarts.
+
+The header processes follow the state and the overrides over ZeroMQ and report faults back
+(:mod:`protocols.csc_state`); a fault arriving in DISABLED or ENABLED puts the CSC in FAULT with an
+errorCode event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+import zmq
+
+from header.cards import CardError, format_card, is_printable_ascii
+from procs.common import Counters, Stop, base_parser, setup
+from protocols import sal
+from protocols.config import InstanceConfig
+from protocols.csc_state import (
+    FAULT_PREFIX,
+    HEARTBEAT_S,
+    AckCode,
+    ErrorCode,
+    State,
+    empty_overrides,
+    state_payload,
+    state_pub_endpoint,
+    state_rep_endpoint,
+    state_topic,
+)
+from protocols.envelope import FORMAT_VERSION, TAI_MINUS_UTC, EnvelopeError, Sender, decode, sender_id, tai_now
+
+log = logging.getLogger("csc")
+
+PACKAGE = "rubin-header-service"
+DEFAULT_CONFIGURATION = "instance.yaml"
+OVERRIDES_FILE = "csc_overrides.json"
+
+# --------------------------------------------------------------------------------------------------
+# Header-card overrides (pure; unit-tested without DDS)
+# --------------------------------------------------------------------------------------------------
+
+MAX_CARDS = 100
+MAX_STRING = 1000
+MAX_COMMENT = 72
+MODES = ("merge", "replace", "clear")
+_STANDARD_KEY = re.compile(r"^[A-Z0-9_-]{1,8}$")
+_HIERARCH_KEY = re.compile(r"^[A-Z0-9_-]+( [A-Z0-9_-]+)*$")
+#: Cards the header structure or its integrity depend on: never set by an operator.
+RESERVED = {
+    "SIMPLE", "BITPIX", "NAXIS", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "END", "CHECKSUM",
+    "DATASUM", "CONTINUE", "COMMENT", "HISTORY", "HIERARCH", "EXTNAME", "EXTVER", "INHERIT",
+    "LONGSTRN", "BLANK", "BSCALE", "BZERO",
+}  # fmt: skip
+
+
+class CardsError(ValueError):
+    """setHeaderCards input that cannot become header cards; the message says which and why."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise CardsError(f"keyword {k!r} is given twice")
+        out[k] = v
+    return out
+
+
+def parse_cards(text: str) -> dict[str, Any]:
+    """The ``cards`` field: a JSON object (empty text is an empty object)."""
+    if not text.strip():
+        return {}
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+    except CardsError:
+        raise
+    except ValueError as exc:
+        raise CardsError(f"cards is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CardsError(f"cards must be a JSON object KEY -> value, not {type(obj).__name__}")
+    return obj
+
+
+def normalize_key(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise CardsError("empty keyword")
+    if not is_printable_ascii(key):
+        raise CardsError(f"keyword {key!r} is not printable ASCII")
+    k = key.upper()
+    if k.startswith("HIERARCH "):
+        k = k[9:]
+    if k != k.strip():
+        raise CardsError(f"keyword {key!r} has leading or trailing spaces")
+    if k in RESERVED or re.fullmatch(r"NAXIS\d+", k) or k.startswith("TFORM") or k.startswith("TTYPE"):
+        raise CardsError(f"keyword {k} is reserved for the header structure")
+    if _STANDARD_KEY.match(k):
+        return k
+    if len(k) > 60 or not _HIERARCH_KEY.match(k):
+        raise CardsError(
+            f"keyword {key!r} is neither a FITS keyword (<= 8 characters A-Z 0-9 - _) nor a HIERARCH name "
+            "(words of A-Z 0-9 - _ separated by single spaces, <= 60 characters)"
+        )
+    return k
+
+
+def normalize_card(key: Any, spec: Any, allow_delete: bool) -> tuple[str, dict[str, Any] | None]:
+    """(KEY, {"value", "comment"}) of one card; None means "remove KEY" (merge only)."""
+    k = normalize_key(key)
+    comment: Any = ""
+    if isinstance(spec, dict):
+        extra = set(spec) - {"value", "comment"}
+        if extra:
+            raise CardsError(f"{k}: unknown field(s) {', '.join(sorted(extra))} (use value and comment)")
+        if "value" not in spec:
+            raise CardsError(f"{k}: no value")
+        value = spec["value"]
+        comment = spec.get("comment", "")
+    else:
+        value = spec
+    if value is None:
+        if not allow_delete:
+            raise CardsError(f"{k}: null value (a null removes a card in merge mode only)")
+        return k, None
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise CardsError(f"{k}: integer {value} does not fit a FITS integer (64 bits)")
+    elif isinstance(value, float):
+        if math.isnan(value):
+            raise CardsError(f"{k}: NaN is not a FITS value")
+        if not math.isfinite(value):
+            raise CardsError(f"{k}: infinity is not a FITS value")
+    elif isinstance(value, str):
+        if not is_printable_ascii(value):
+            raise CardsError(f"{k}: value holds non-printable or non-ASCII characters")
+        if len(value) > MAX_STRING:
+            raise CardsError(f"{k}: string longer than {MAX_STRING} characters")
+    else:
+        raise CardsError(f"{k}: value must be a string, integer, float or boolean, not {type(value).__name__}")
+    if not isinstance(comment, str):
+        raise CardsError(f"{k}: comment must be a string")
+    if not is_printable_ascii(comment):
+        raise CardsError(f"{k}: comment holds non-printable or non-ASCII characters")
+    if len(comment) > MAX_COMMENT:
+        raise CardsError(f"{k}: comment longer than {MAX_COMMENT} characters")
+    try:
+        format_card(k, value, comment)
+    except CardError as exc:
+        raise CardsError(f"{k}: {exc}") from None
+    return k, {"value": value, "comment": comment}
+
+
+def apply_cards(current: dict[str, dict[str, Any]], cards: Any, mode: str) -> dict[str, dict[str, Any]]:
+    """The new set of override cards after a setHeaderCards(cards, mode); raises CardsError."""
+    mode = (mode or "merge").strip().lower()
+    if mode not in MODES:
+        raise CardsError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    given = parse_cards(cards) if isinstance(cards, str) else cards
+    if not isinstance(given, dict):
+        raise CardsError(f"cards must be a mapping KEY -> value, not {type(given).__name__}")
+    if mode == "clear":
+        if given:
+            raise CardsError("mode clear removes every card: give no cards")
+        return {}
+    if mode == "merge" and not given:
+        raise CardsError("no cards given (mode merge)")
+    new = dict(current) if mode == "merge" else {}
+    seen: set[str] = set()
+    for key, spec in given.items():
+        k, card = normalize_card(key, spec, allow_delete=mode == "merge")
+        if k in seen:
+            raise CardsError(f"keyword {k} is given twice")
+        seen.add(k)
+        if card is None:
+            new.pop(k, None)
+        else:
+            new[k] = card
+    if len(new) > MAX_CARDS:
+        raise CardsError(f"{len(new)} cards: at most {MAX_CARDS} override cards")
+    return new
+
+
+class OverrideStore:
+    """The overrides (version, cards, setAt, by), persisted atomically as JSON."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = empty_overrides()
+        self.problem: str | None = None  # why the stored file could not be used, if it could not
+
+    def load(self) -> None:
+        if not self.path.exists():
+            return
+        try:
+            raw = json.loads(self.path.read_text())
+            version = raw["version"]
+            if not isinstance(version, int) or version < 0:
+                raise ValueError(f"version {version!r} is not a count")
+            cards = apply_cards({}, raw["cards"], "replace")
+            self.data = {"version": version, "cards": cards, "setAt": raw.get("setAt"), "by": str(raw.get("by", ""))}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            aside = self.path.with_name(f"{self.path.name}.unreadable-{int(time.time())}")
+            try:
+                os.replace(self.path, aside)
+            except OSError:
+                aside = self.path
+            self.problem = f"{self.path} unusable ({exc}); kept as {aside.name}, starting without overrides"
+
+    def save(self, data: dict[str, Any], extra: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as fh:
+            json.dump({**data, **extra}, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        self.data = data
+
+
+# --------------------------------------------------------------------------------------------------
+# The CSC
+# --------------------------------------------------------------------------------------------------
+
+
+class CommandFailed(Exception):
+    """A command that was allowed but could not be done: answered CMD_FAILED with this reason."""
+
+
+_ANY_STATE = frozenset({State.STANDBY, State.DISABLED, State.ENABLED, State.FAULT})
+#: Command -> states it is allowed in (else CMD_NOPERM).
+ALLOWED: dict[str, frozenset[State]] = {
+    "start": frozenset({State.STANDBY}),
+    "enable": frozenset({State.DISABLED}),
+    "disable": frozenset({State.ENABLED}),
+    "standby": frozenset({State.DISABLED, State.FAULT}),
+    "exitControl": frozenset({State.STANDBY}),
+    "setLogLevel": _ANY_STATE,
+    "setHeaderCards": frozenset({State.DISABLED, State.ENABLED}),
+}
+COMMANDS = tuple(sorted(ALLOWED))  # ackcmd.cmdtype is the command's index here
+EVENTS = (
+    "summaryState", "heartbeat", "errorCode", "logMessage", "softwareVersions",
+    "configurationsAvailable", "configurationApplied", "logLevel",
+)  # fmt: skip
+INPROGRESS_TIMEOUT = 10.0
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def interface_version() -> str:
+    """Identifies the SAL interface definitions in use: hash of protocols/sal_topics.yaml."""
+    return "sal_topics.yaml sha256:" + hashlib.sha256(sal.TOPICS_YAML.read_bytes()).hexdigest()[:12]
+
+
+class DdsLogHandler(logging.Handler):
+    """Publishes the CSC's log records as logMessage events."""
+
+    def __init__(self, write: Callable[[logging.LogRecord], None]):
+        super().__init__()
+        self.write = write
+        self._busy = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            self.write(record)
+        except Exception:  # noqa: BLE001 (logging must never take the CSC down)
+            pass
+        finally:
+            self._busy = False
+
+
+class Csc:
+    """The state machine once; one ``do_<command>`` method per command (as ts_salobj's BaseCsc)."""
+
+    def __init__(self, cfg: InstanceConfig, overrides_dir: Path | None = None):
+        self.cfg = cfg
+        self.name = cfg.csc
+        self.state = State.STANDBY
+        self.counts = Counters()
+        self.origin = os.getpid()
+        self.overrides_dir = overrides_dir if overrides_dir is not None else cfg.folder / "overrides"
+        self.store = OverrideStore(Path(cfg.state_dir) / cfg.instrument / OVERRIDES_FILE)
+        self.store.load()
+        self.applied: str | None = None
+        self._seq: dict[str, int] = {}
+        self._open_zmq()
+        self._open_dds()
+        self.log_handler = DdsLogHandler(self._write_log_message)
+        log.addHandler(self.log_handler)
+
+    # -- transports ------------------------------------------------------------------------------
+    def _open_zmq(self) -> None:
+        ctx = zmq.Context.instance()
+        self.sender = Sender(sender_id("csc", self.cfg.instrument))
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.bind(state_pub_endpoint(self.cfg))
+        self.rep = ctx.socket(zmq.REP)
+        self.rep.bind(state_rep_endpoint(self.cfg))
+        self.faults = ctx.socket(zmq.SUB)
+        self.faults.setsockopt(zmq.SUBSCRIBE, FAULT_PREFIX.encode())
+        for ep in (self.cfg.endpoints.composer_pub, self.cfg.endpoints.publisher_pub):
+            self.faults.connect(ep)
+        self.poller = zmq.Poller()
+        self.poller.register(self.rep, zmq.POLLIN)
+        self.poller.register(self.faults, zmq.POLLIN)
+
+    def _open_dds(self) -> None:
+        sal.ensure_loopback_dds()
+        from cyclonedds.domain import DomainParticipant
+        from cyclonedds.pub import DataWriter
+        from cyclonedds.sub import DataReader
+        from cyclonedds.topic import Topic
+
+        self.dp = DomainParticipant(self.cfg.dds_domain)
+
+        def topic(name: str) -> tuple[Any, Any]:
+            st = sal.get_topic(self.name, name)
+            qos = sal.qos_for(st.kind)
+            return Topic(self.dp, st.dds_name, sal.idl_class(self.name, name), qos=qos), qos
+
+        self.readers: dict[str, Any] = {}
+        for cmd in COMMANDS:
+            t, qos = topic(f"command_{cmd}")
+            self.readers[cmd] = DataReader(self.dp, t, qos=qos)
+        self.writers: dict[str, Any] = {}
+        for ev in EVENTS + ("ackcmd",):
+            t, qos = topic(ev)
+            self.writers[ev] = DataWriter(self.dp, t, qos=qos)
+
+    def _write(self, topic: str, /, **fields: Any) -> None:
+        seq = self._seq[topic] = self._seq.get(topic, 0) + 1
+        fields.setdefault("private_seqNum", seq)
+        sample = sal.make_sample(
+            self.name,
+            topic,
+            0,
+            private_sndStamp=tai_now(),
+            private_identity=self.name,
+            private_origin=self.origin,
+            **fields,
+        )
+        self.writers[topic].write(sample)
+
+    def _write_log_message(self, record: logging.LogRecord) -> None:
+        tb = "".join(traceback.format_exception(*record.exc_info)) if record.exc_info else ""
+        self._write(
+            "logMessage",
+            name=record.name,
+            level=record.levelno,
+            message=record.getMessage(),
+            traceback=tb,
+            filePath=record.pathname,
+            functionName=record.funcName,
+            lineNumber=record.lineno,
+            process=record.process or 0,
+            timestamp=record.created + TAI_MINUS_UTC,
+        )
+
+    # -- state publication -----------------------------------------------------------------------
+    def payload(self) -> dict[str, Any]:
+        return state_payload(self.state, self.store.data, self.name)
+
+    def publish_state(self) -> None:
+        self.pub.send_multipart(self.sender.frames(state_topic(self.cfg.instrument), self.payload()))
+
+    def set_state(self, new: State) -> None:
+        old, self.state = self.state, new
+        self._write("summaryState", summaryState=int(new))
+        self.publish_state()
+        if old != new:
+            log.info("summaryState %s -> %s", old.name, new.name)
+
+    def fault(self, code: int, report: str, tb: str = "") -> None:
+        """Go to FAULT: errorCode first (the explanation), then summaryState, as ts_salobj does."""
+        self._write("errorCode", errorCode=int(code), errorReport=report, traceback=tb)
+        self.set_state(State.FAULT)
+        log.error("FAULT (errorCode %d %s): %s", code, _code_name(code), report)
+
+    def announce_startup(self) -> None:
+        self.set_state(State.STANDBY)
+        self._write(
+            "softwareVersions",
+            cscVersion=package_version(),
+            salVersion="none: Cyclone DDS " + _dist_version("cyclonedds"),
+            xmlVersion=interface_version(),
+            subsystemVersions=f"envelope={FORMAT_VERSION}",
+        )
+        self._write(
+            "configurationsAvailable",
+            overrides=",".join(self.available_configurations()),
+            version=package_version(),
+            url=self.cfg.folder.as_uri(),
+            schemaVersion="v1",
+        )
+        self._write("logLevel", level=log.getEffectiveLevel(), subsystem="")
+        self._write("heartbeat", heartbeat=True)
+        if self.store.problem:
+            log.error("overrides: %s", self.store.problem)
+        log.info(
+            "%s up in STANDBY on DDS domain %d; state on %s (REP %s); overrides v%d (%d cards)",
+            self.name,
+            self.cfg.dds_domain,
+            state_pub_endpoint(self.cfg),
+            state_rep_endpoint(self.cfg),
+            self.store.data["version"],
+            len(self.store.data["cards"]),
+        )
+
+    def heartbeat(self) -> None:
+        self._write("heartbeat", heartbeat=True)
+        self.publish_state()
+
+    # -- commands --------------------------------------------------------------------------------
+    def ack(self, cmd: str, sample: Any, code: AckCode, result: str = "", timeout: float = 0.0) -> None:
+        self._write(
+            "ackcmd",
+            private_seqNum=sample.private_seqNum,
+            ack=int(code),
+            error=1 if code == AckCode.CMD_FAILED else 0,
+            result=result,
+            identity=sample.private_identity,
+            origin=sample.private_origin,
+            cmdtype=COMMANDS.index(cmd),
+            timeout=timeout,
+        )
+
+    def handle_command(self, cmd: str, sample: Any) -> None:
+        self.counts[f"cmd_{cmd}"] += 1
+        if self.state not in ALLOWED[cmd]:
+            allowed = ", ".join(s.name for s in sorted(ALLOWED[cmd], key=int))
+            self.ack(cmd, sample, AckCode.CMD_NOPERM, f"{cmd} not allowed in state {self.state.name} (only in {allowed})")
+            log.warning("%s from %s refused in %s", cmd, sample.private_identity, self.state.name)
+            return
+        self.ack(cmd, sample, AckCode.CMD_INPROGRESS, timeout=INPROGRESS_TIMEOUT)
+        try:
+            result = getattr(self, f"do_{cmd}")(sample) or ""
+        except CommandFailed as exc:
+            self.ack(cmd, sample, AckCode.CMD_FAILED, str(exc))
+            log.warning("%s from %s failed: %s", cmd, sample.private_identity, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 (a bug answers the command, it does not kill the CSC)
+            self.ack(cmd, sample, AckCode.CMD_FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            log.exception("%s failed with an internal error", cmd)
+            return
+        self.ack(cmd, sample, AckCode.CMD_COMPLETE, result)
+
+    def available_configurations(self) -> list[str]:
+        names = [DEFAULT_CONFIGURATION]
+        if self.overrides_dir.is_dir():
+            names += sorted(p.name for p in self.overrides_dir.glob("*.yaml") if p.name != DEFAULT_CONFIGURATION)
+        return names
+
+    def do_start(self, sample: Any) -> str:
+        name = sample.configurationOverride.strip() or DEFAULT_CONFIGURATION
+        available = self.available_configurations()
+        if name not in available:
+            raise CommandFailed(f"unknown configurationOverride {name!r}; available: {', '.join(available)}")
+        url = (self.cfg.folder / DEFAULT_CONFIGURATION).as_uri()
+        if name != DEFAULT_CONFIGURATION:
+            path = self.overrides_dir / name
+            url = path.as_uri()
+            try:
+                spec = yaml.safe_load(path.read_text()) or {}
+                if not isinstance(spec, dict) or set(spec) - {"cards", "mode"}:
+                    raise CardsError("expected a mapping with 'cards' and optionally 'mode'")
+                if spec.get("cards"):
+                    self._set_cards(spec["cards"], str(spec.get("mode") or "merge"), f"{name}")
+            except (OSError, yaml.YAMLError, CardsError) as exc:
+                raise CommandFailed(f"configuration override {name}: {exc}") from None
+        self.applied = name
+        self._write(
+            "configurationApplied",
+            configurations=name,
+            version=package_version(),
+            url=url,
+            schemaVersion="v1",
+            otherInfo=f"header card overrides version {self.store.data['version']}",
+        )
+        self.set_state(State.DISABLED)
+        return f"configuration {name}"
+
+    def do_enable(self, sample: Any) -> str:
+        self.set_state(State.ENABLED)
+        return ""
+
+    def do_disable(self, sample: Any) -> str:
+        self.set_state(State.DISABLED)
+        return ""
+
+    def do_standby(self, sample: Any) -> str:
+        self.set_state(State.STANDBY)
+        return ""
+
+    def do_exitControl(self, sample: Any) -> str:
+        self.set_state(State.OFFLINE)
+        return ""
+
+    def do_setLogLevel(self, sample: Any) -> str:
+        level = int(sample.level)
+        if level < 0:
+            raise CommandFailed(f"level {level} is negative (use 10 DEBUG, 20 INFO, 30 WARNING, 40 ERROR)")
+        subsystem = sample.subsystem.strip()
+        logging.getLogger(subsystem or log.name).setLevel(level)
+        self._write("logLevel", level=level, subsystem=subsystem)
+        return f"{subsystem or log.name} level {logging.getLevelName(level)}"
+
+    def do_setHeaderCards(self, sample: Any) -> str:
+        try:
+            v = self._set_cards(sample.cards, sample.mode, sample.private_identity)
+        except CardsError as exc:
+            raise CommandFailed(str(exc)) from None
+        return f"overrides version {v}: {len(self.store.data['cards'])} cards"
+
+    def _set_cards(self, cards: Any, mode: str, by: str) -> int:
+        new_cards = apply_cards(self.store.data["cards"], cards, mode)
+        data = {"version": int(self.store.data["version"]) + 1, "cards": new_cards, "setAt": tai_now(), "by": by}
+        try:
+            self.store.save(data, {"csc": self.name, "instrument": self.cfg.instrument})
+        except OSError as exc:
+            raise CommandFailed(f"cannot persist overrides to {self.store.path}: {exc}") from None
+        self.publish_state()
+        log.info(
+            "header card overrides v%d by %s (%s): %s",
+            data["version"],
+            by,
+            mode or "merge",
+            ", ".join(sorted(new_cards)) or "none",
+        )
+        return data["version"]
+
+    # -- faults from the header processes --------------------------------------------------------
+    def handle_fault_message(self, frames: list[bytes]) -> None:
+        try:
+            msg = decode(frames)
+            code, report = msg.payload["code"], msg.payload["report"]
+            if not isinstance(code, int) or isinstance(code, bool):
+                raise TypeError(f"code {code!r} is not an integer")
+        except (EnvelopeError, KeyError, TypeError) as exc:
+            self.counts["bad_fault_messages"] += 1
+            log.warning("malformed fault message ignored: %s", exc)
+            return
+        who = msg.envelope.sender.split("@", 1)[0]
+        report = f"{who}: {report}"
+        if self.state in (State.ENABLED, State.DISABLED):
+            self.fault(code, report)
+        else:
+            log.warning("fault reported in %s (not acted on): errorCode %d %s", self.state.name, code, report)
+
+    # -- loop ------------------------------------------------------------------------------------
+    def step(self, wait_ms: int) -> None:
+        events = dict(self.poller.poll(wait_ms))
+        if self.rep in events:
+            self.rep.recv_multipart()
+            self.rep.send_multipart(self.sender.frames(state_topic(self.cfg.instrument), self.payload()))
+        if self.faults in events:
+            while True:
+                try:
+                    frames = self.faults.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.handle_fault_message(frames)
+        for cmd, reader in self.readers.items():
+            for s in reader.take(N=64):
+                info = getattr(s, "sample_info", None)
+                if info is not None and not info.valid_data:
+                    continue
+                if s.salIndex != 0:
+                    continue  # addressed to another index of this component
+                self.handle_command(cmd, s)
+                if self.state == State.OFFLINE:
+                    return
+
+    def run(self, stop: Stop) -> None:
+        self.announce_startup()
+        next_beat = time.monotonic() + HEARTBEAT_S
+        while not stop.requested and self.state != State.OFFLINE:
+            self.step(wait_ms=int(max(0.0, min(0.025, next_beat - time.monotonic())) * 1000))
+            if time.monotonic() >= next_beat:
+                next_beat += HEARTBEAT_S
+                if next_beat < time.monotonic():
+                    next_beat = time.monotonic() + HEARTBEAT_S
+                self.heartbeat()
+        if self.state != State.OFFLINE:  # stopped by a signal: we are no longer in control
+            self.set_state(State.OFFLINE)
+        self.close()
+
+    def close(self) -> None:
+        from cyclonedds.util import duration
+
+        log.removeHandler(self.log_handler)
+        for name in ("ackcmd", "summaryState"):
+            try:
+                self.writers[name].wait_for_acks(duration(seconds=1))
+            except Exception:  # noqa: BLE001 (best effort at exit)
+                pass
+        for sock in (self.rep, self.faults):
+            sock.close(linger=0)
+        self.pub.close(linger=500)
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return "unlisted"
+
+
+def _dist_version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = base_parser("hs-csc", __doc__.splitlines()[0])
+    args = p.parse_args(argv)
+    cfg = setup(args, "hs-csc")
+    stop = Stop()
+    try:
+        csc = Csc(cfg)
+    except zmq.ZMQError as exc:
+        log.error("cannot open the CSC's sockets (%s, %s): %s", state_pub_endpoint(cfg), state_rep_endpoint(cfg), exc)
+        sys.exit(1)
+    csc.run(stop)
+    log.info("%s OFFLINE: exiting", cfg.csc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""hs-catchup: list the exposures the bus saw and regenerate their headers after an outage.
+
+Catch-up uses the same composer code as real time: the composer rebuilds each requested header
+from the camera events and telemetry the cache holds (event time, never arrival time) and the
+publisher announces it as a new version. The annex index says what was already announced.
+
+  hs-catchup --instance LATISS list [--since ISO --until ISO]
+  hs-catchup --instance LATISS regenerate IMAGE [IMAGE ...]
+  hs-catchup --instance LATISS regenerate --missing|--incomplete [--since ISO --until ISO]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+from astropy.time import Time
+
+from protocols.config import ConfigError, InstanceConfig, load_instance
+from protocols.envelope import Sender, decode, sender_id
+from protocols.messages import CacheClient, CacheUnavailable, topic_key
+
+
+@dataclass
+class Exposure:
+    image_name: str
+    start_tai: float
+    announced_version: int | None
+    complete: bool | None
+
+    @property
+    def status(self) -> str:
+        if self.announced_version is None:
+            return "NOT ANNOUNCED"
+        return f"announced v{self.announced_version} ({'complete' if self.complete else 'INCOMPLETE'})"
+
+
+def tai_seconds(iso: str) -> float:
+    """ISO TAI time to SAL TAI unix seconds."""
+    return float(Time(iso, scale="tai").unix_tai)
+
+
+def read_index(cfg: InstanceConfig) -> dict[str, dict[str, Any]]:
+    entries: dict[str, dict[str, Any]] = {}
+    path = Path(cfg.annex) / cfg.instrument / "index.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("announced"):
+                entries[e["imageName"]] = e
+    return entries
+
+
+def exposures(cfg: InstanceConfig, since: float, until: float) -> list[Exposure]:
+    """Every exposure whose startIntegration the cache holds in [since, until], with its status."""
+    client = CacheClient(cfg.endpoints.cache_router, Sender(sender_id("catchup", cfg.instrument)))
+    reply = client.request({"op": "range", "key": topic_key(cfg.camera, "startIntegration"), "t0": since, "t1": until})
+    index = read_index(cfg)
+    out = []
+    for s in reply.get("samples", []):
+        name = s.get("data", {}).get("imageName", "")
+        e = index.get(name)
+        out.append(Exposure(name, s["sndStamp"], int(e["version"]) if e else None, bool(e["complete"]) if e else None))
+    return out
+
+
+def regenerate(cfg: InstanceConfig, names: list[str], timeout_s: float = 120.0) -> list[dict[str, Any]]:
+    """Ask the composer to recompose these images; waits for each announcement."""
+    ctx = zmq.Context.instance()
+    acks = ctx.socket(zmq.SUB)
+    acks.setsockopt(zmq.SUBSCRIBE, b"ctl.announced.")
+    acks.connect(cfg.endpoints.publisher_pub)
+    req = ctx.socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(cfg.endpoints.composer_router)
+    time.sleep(0.3)  # let the subscription reach the publisher
+    req.send_multipart(Sender(sender_id("catchup", cfg.instrument)).frames("ctl.request.recompose", {"op": "recompose", "imageNames": names}))
+    if not req.poll(int(timeout_s * 1000)):
+        raise TimeoutError(f"no answer from the composer at {cfg.endpoints.composer_router}")
+    results = decode(req.recv_multipart()).payload.get("results", [])
+    waiting = {r["imageName"]: r["version"] for r in results if "version" in r}
+    deadline = time.monotonic() + timeout_s
+    while waiting and time.monotonic() < deadline:
+        if acks.poll(200):
+            entry = decode(acks.recv_multipart()).payload
+            if waiting.get(entry.get("imageName"), 1e9) <= int(entry.get("version", 0)):
+                for r in results:
+                    if r["imageName"] == entry["imageName"]:
+                        r["url"] = entry.get("url")
+                del waiting[entry["imageName"]]
+    for r in results:
+        if r["imageName"] in waiting:
+            r["error"] = "not announced within the timeout"
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hs-catchup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--instance", default="LATISS")
+    p.add_argument("--since", help="TAI ISO time (default: 24 h before the latest exposure)")
+    p.add_argument("--until", help="TAI ISO time (default: no limit)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list exposures with their announcement status")
+    rg = sub.add_parser("regenerate", help="recompose and re-announce headers")
+    rg.add_argument("images", nargs="*")
+    rg.add_argument("--missing", action="store_true", help="every exposure in the range not announced")
+    rg.add_argument("--incomplete", action="store_true", help="every exposure announced incomplete")
+    rg.add_argument("--timeout", type=float, default=120.0)
+    args = p.parse_args(argv)
+    try:
+        cfg = load_instance(args.instance)
+        since = tai_seconds(args.since) if args.since else 0.0
+        until = tai_seconds(args.until) if args.until else 1e12
+        if args.cmd == "list":
+            exps = exposures(cfg, since, until)
+            for e in exps:
+                print(f"{e.image_name:<24} {Time(e.start_tai, format='unix_tai', scale='tai').isot}  {e.status}")
+            missing = sum(e.announced_version is None for e in exps)
+            print(f"{len(exps)} exposure(s), {missing} not announced", file=sys.stderr)
+            return 0
+        names = list(args.images)
+        if args.missing or args.incomplete:
+            for e in exposures(cfg, since, until):
+                if (args.missing and e.announced_version is None) or (args.incomplete and e.complete is False):
+                    names.append(e.image_name)
+        if not names:
+            print("nothing to regenerate", file=sys.stderr)
+            return 0
+        ok = True
+        for r in regenerate(cfg, sorted(set(names)), args.timeout):
+            if "error" in r:
+                ok = False
+                print(f"{r['imageName']:<24} FAILED: {r['error']}")
+            else:
+                print(f"{r['imageName']:<24} v{r['version']} {'complete' if r.get('complete') else 'INCOMPLETE'}  {r.get('url', '')}")
+        return 0 if ok else 1
+    except (ConfigError, CacheUnavailable, TimeoutError, ValueError) as exc:
+        print(f"hs-catchup: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
