@@ -26,6 +26,7 @@ from protocols.config import InstanceConfig
 from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id
 
 log = logging.getLogger("cache")
+REFILL_AFTER = 5.0  # s after an outage closes before samples inside it count as a replay
 SEGMENT_SECONDS = 600.0  # a new history segment on disk every 10 minutes
 
 
@@ -150,6 +151,7 @@ class CacheServer:
         self.disk = Persistence(Path(cfg.state_dir) / cfg.instrument / "cache", cfg.cache_max_age, cfg.cache_max_disk_mb * 1e6)
         self.outages: list[list[float]] = []  # [t0, t1] TAI spans the bus was not observed
         self.open_outage: float | None = None  # start of an outage whose end is not known yet
+        self.outage_closed = 0.0  # when the last outage's end was seen (the restart's own burst is not a refill)
         self.last_sample_time = 0.0
         self.counts = Counters()
         self.gaps = GapTracker()
@@ -207,12 +209,18 @@ class CacheServer:
         self.disk.add(sample)
         self.applied[sender] = seq
         t = float(sample["sndStamp"])
-        if self.outages and self.outages[-1][0] < t < self.outages[-1][1] and self.is_telemetry(sample):
+        if (
+            self.outages
+            and self.outages[-1][0] < t < self.outages[-1][1]
+            and time.monotonic() - self.outage_closed > REFILL_AFTER
+            and self.is_telemetry(sample)
+        ):
             self.counts["outage_refilled"] += 1
             log.info("samples inside the outage %s arrive (replayed): outage cleared", self.outages[-1])
             self.outages.pop()
         if self.open_outage is not None and self.is_telemetry(sample) and t > self.open_outage:
             self.outages.append([self.open_outage, t])
+            self.outage_closed = time.monotonic()
             log.warning("bus not observed between %.3f and %.3f TAI", self.open_outage, t)
             self.open_outage = None
         if self.open_outage is None:

@@ -21,7 +21,7 @@ import zmq
 from header import astro
 from header.compose import CAMERA_EVENTS, ExposureInputs, Templates, compose_header
 from procs.journal import read_json, write_json_atomic
-from protocols.csc_state import ErrorCode, fault_frames
+from protocols.csc_state import CscStateFollower, ErrorCode, fault_frames
 from procs.common import Counters, Stop, base_parser, setup
 from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_template
 from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, tai_now
@@ -32,6 +32,8 @@ DONE_KEPT = 5000  # composed images remembered in the journal
 ACK_TIMEOUT = 5.0  # s before an unacknowledged header is sent to the publisher again
 RESYNC_MARGIN = 120.0  # s of bus time replayed from the cache after a restart or a gap
 RESYNC_WINDOW = 3600.0  # s replayed when the journal has no bus time
+END_GRACE = 1.0  # s to wait for an exposure's other events when its end arrives first
+CACHE_TRIES = 4  # cache requests (5 s each) before a header is written without telemetry
 FILL_WINDOW = 4 * 3600.0  # s of cache history searched for an image's missing events
 RECENT_HEADERS = 20  # headers kept in memory to answer per-sensor requests
 
@@ -44,6 +46,7 @@ class OpenExposure:
     opened: float = field(default_factory=time.monotonic)
     deadline_tai: float | None = None
     deadline_wall: float | None = None
+    grace_wall: float | None = None  # end seen before start: finish when this passes
 
 
 def collection_request(cfg: InstanceConfig, kmap: KeywordMap, points: dict[str, float]) -> dict[str, Any]:
@@ -91,7 +94,8 @@ class Composer:
         self.done: dict[str, list[Any]] = {}  # imageName -> [version, complete] composed
         self.unacked: dict[str, tuple[float, dict[str, Any]]] = {}  # imageName -> (sent, payload)
         self.done_events: dict[str, dict[str, Any]] = {}  # recent images' events, for reissues
-        self.csc: Any = None
+        self.csc = CscStateFollower(cfg, role="composer")
+        self.skipped: dict[str, str] = {}  # imageName -> why no header was produced
         self.state_path = Path(cfg.state_dir) / cfg.instrument / "composer.json"
         self.bus_time = 0.0  # latest camera event time seen: the deadline clock of replayed nights
         self.counts = Counters()
@@ -115,6 +119,7 @@ class Composer:
         self.fast_sender = Sender(self.sender.sender)
         self.cache = CacheClient(cfg.endpoints.cache_router, Sender(self.sender.sender + "/req"), timeout_s=5.0)
         self.warm_up()
+        self.csc.refresh(1.0)
         self.restore()
 
     # -- durable state ------------------------------------------------------------------------
@@ -128,6 +133,7 @@ class Composer:
                 "done": done,
                 "unacked": sorted(self.unacked),
                 "bus_time": self.bus_time,
+                "skipped": dict(list(self.skipped.items())[-DONE_KEPT:]),
             },
         )
 
@@ -137,6 +143,7 @@ class Composer:
         state = read_json(self.state_path, {})
         self.done = {k: list(v) for k, v in state.get("done", {}).items()}
         self.bus_time = float(state.get("bus_time", 0.0))
+        self.skipped = dict(state.get("skipped", {}))
         for name, rec in state.get("open", {}).items():
             exp = OpenExposure(name, dict(rec.get("events", {})))
             exp.deadline_tai = rec.get("deadline_tai")
@@ -188,6 +195,7 @@ class Composer:
         if st.restarted:
             self.resync_from_cache()
         self.apply_event(msg.payload, source="listener", seq=(msg.envelope.sender, msg.envelope.seq))
+        self.check_deadlines()
 
     def apply_event(self, sample: Any, source: str, seq: tuple[str, int] | None = None) -> int:
         """Record one camera event; finish the exposure at endOfImageTelemetry. Returns 1 if new."""
@@ -203,6 +211,10 @@ class Composer:
         if not isinstance(sample.get("sndStamp"), (int, float)):
             self.counts["bad_events"] += 1
             log.warning("%s for %s has no usable private_sndStamp: ignored", topic, name)
+            return 0
+        if name in self.skipped:
+            return 0
+        if name not in self.open and name not in self.done and not self.accepting(name):
             return 0
         if name in self.done:
             version, complete = self.done[name]
@@ -232,11 +244,27 @@ class Composer:
             exp.deadline_tai = sample["sndStamp"] + timeout + self.cfg.end_deadline
             exp.deadline_wall = time.monotonic() + timeout + self.cfg.end_deadline
             log.info("exposure %s started (%.1f s)", name, float(d.get("exposureTime") or 0))
-        if topic == "endOfImageTelemetry":
-            self.finish(exp, reasons=[])
-        else:
-            self.save()
+        if "endOfImageTelemetry" in exp.events:
+            if "startIntegration" in exp.events or self.fill_missing_event(exp, "startIntegration"):
+                self.finish(exp, reasons=[])
+                return 1
+            # events re-delivered after a listener restart come topic by topic: give the start a moment
+            exp.grace_wall = time.monotonic() + END_GRACE
+        self.save()
         return 1
+
+    def accepting(self, name: str) -> bool:
+        """Headers are produced only while the CSC is ENABLED; others are reported skipped."""
+        self.csc.poll()
+        if self.csc.enabled:
+            return True
+        reason = f"CSC {self.cfg.csc} is {self.csc.state}, not ENABLED"
+        self.skipped[name] = reason
+        self.counts["skipped"] += 1
+        log.warning("%s skipped: %s", name, reason)
+        self.pub.send_multipart(self.fast_sender.frames(f"ctl.skipped.{self.cfg.instrument}.{name}", {"imageName": name, "reason": reason}))
+        self.save()
+        return False
 
     def fill_missing_event(self, exp: OpenExposure, topic: str, t1: float | None = None) -> bool:
         """Look up one camera event of this image in the cache's history (missed while down)."""
@@ -273,7 +301,7 @@ class Composer:
         if exp.last_seq[0]:
             req["after"] = {"sender": exp.last_seq[0], "seq": exp.last_seq[1]}
         try:
-            reply = self.cache.request(req)
+            reply = self.collect(req)
             snapshots, windows = reply.get("snapshots", {}), reply.get("windows", {})
             if not reply.get("caught_up", True):
                 log.warning("cache answered for %s before catching up with the listener", exp.image_name)
@@ -317,10 +345,19 @@ class Composer:
             payload["composeSeconds"] * 1000,
         )
 
+    def collect(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The cache's snapshots; a restarting cache gets a few tries before the header goes incomplete."""
+        for attempt in range(CACHE_TRIES):
+            try:
+                return self.cache.request(req)
+            except CacheUnavailable as exc:
+                if attempt == CACHE_TRIES - 1:
+                    raise
+                log.warning("%s; trying again", exc)
+        raise AssertionError("unreachable")
+
     def operator_cards(self) -> tuple[dict[str, dict[str, Any]], int]:
         """Static cards set by operator command (CSC), applied from the next exposure."""
-        if self.csc is None:
-            return {}, 0
         self.csc.poll()
         return dict(self.csc.overrides), int(self.csc.overrides_version)
 
@@ -414,9 +451,12 @@ class Composer:
         """An exposure is late when either the bus's event time or the wall clock passes its deadline."""
         now = time.monotonic()
         for exp in list(self.open.values()):
+            if exp.grace_wall is not None and now > exp.grace_wall:
+                self.finish(exp, reasons=[])
+                continue
             late_bus = exp.deadline_tai is not None and self.bus_time > exp.deadline_tai
             late_wall = exp.deadline_wall is not None and now > exp.deadline_wall
-            if late_bus or late_wall:
+            if (late_bus or late_wall) and "endOfImageTelemetry" not in exp.events:
                 log.warning("%s: endOfImageTelemetry is late beyond the deadline: writing incomplete", exp.image_name)
                 self.counts["late"] += 1
                 self.finish(exp, reasons=["endOfImageTelemetry late beyond the deadline"])

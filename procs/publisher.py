@@ -26,6 +26,7 @@ from header.fitsfile import encode_file_from_cards
 from procs.common import Counters, Stop, base_parser, setup
 from protocols import sal
 from protocols.config import InstanceConfig
+from protocols.csc_state import ErrorCode, fault_frames
 from protocols.envelope import EnvelopeError, Sender, decode, sender_id, tai_now
 
 log = logging.getLogger("publisher")
@@ -201,6 +202,7 @@ class Publisher:
                 self.counts["write_errors"] += 1
                 self.pending.append(msg.payload)
                 log.error("cannot write %s (kept, retried every 5 s): %s", msg.payload.get("imageName"), exc)
+                self.pub.send_multipart(fault_frames(self.sender, self.cfg.instrument, ErrorCode.ANNEX_UNWRITABLE, f"annex unwritable: {exc}"))
         self.http.shutdown()
 
     def retry_pending(self) -> None:

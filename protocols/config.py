@@ -4,7 +4,7 @@ Each camera has a folder ``templates/<instrument>/`` holding ``instance.yaml`` (
 domain, annex, deadlines), ``keywords.yaml`` (where every telemetry keyword comes from) and the
 card templates per HDU kind. Every file is validated here; a bad field is named in the error.
 Environment variables override what differs per deployment: ``HS_DDS_DOMAIN``, ``HS_PORT_OFFSET``,
-``HS_ANNEX``, ``HS_STATE_DIR``.
+``HS_ANNEX``, ``HS_STATE_DIR``, ``HS_END_DEADLINE``.
 """
 
 from __future__ import annotations
@@ -132,6 +132,8 @@ class Endpoints(Strict):
     publisher_pull: str
     publisher_pub: str
     listener_router: str
+    csc_pub: str
+    csc_rep: str
     http_port: int
 
 
@@ -174,6 +176,8 @@ class InstanceConfig(Strict):
             publisher_pull=f"tcp://127.0.0.1:{b + 3}",
             publisher_pub=f"tcp://127.0.0.1:{b + 4}",
             listener_router=f"tcp://127.0.0.1:{b + 8}",
+            csc_pub=f"tcp://127.0.0.1:{b + 6}",
+            csc_rep=f"tcp://127.0.0.1:{b + 7}",
             http_port=b + 9,
         )
 
@@ -233,6 +237,8 @@ def load_instance(path_or_instrument: str | Path) -> InstanceConfig:
         data["port_base"] = int(data.get("port_base", 0)) + int(env["HS_PORT_OFFSET"])
     if "HS_ANNEX" in env:
         data["annex"] = env["HS_ANNEX"]
+    if "HS_END_DEADLINE" in env:
+        data["end_deadline"] = float(env["HS_END_DEADLINE"])
     if "HS_STATE_DIR" in env:
         data["state_dir"] = env["HS_STATE_DIR"]
     return _validate(InstanceConfig, data, p)

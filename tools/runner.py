@@ -92,15 +92,31 @@ class Deployment:
     def pid(self, program: str) -> int:
         return int(self.supervisorctl("pid", program).strip())
 
-    def wait_running(self, instrument: str, timeout: float = 30.0) -> None:
+    def wait_running(self, instrument: str, timeout: float = 30.0, enable: bool = True) -> None:
+        """Wait until every process of the instance runs; then ENABLE its CSC unless told not to."""
         prefix = GROUPS[instrument] + ":"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             st = {k: v for k, v in self.status().items() if k.startswith(prefix)}
             if st and all(v == "RUNNING" for v in st.values()):
+                if enable:
+                    self.enable(instrument)
                 return
             time.sleep(0.2)
         raise RuntimeError(f"{instrument} processes not running: {self.status()}; logs in {self.run_dir}")
+
+    def enable(self, instrument: str, timeout: float = 30.0) -> None:
+        """Drive the instance's CSC STANDBY -> DISABLED -> ENABLED with hs-cmd, as an operator does."""
+        for cmd in ("start", "enable"):
+            out = subprocess.run(
+                [venv_bin("hs-cmd"), "--instance", instrument, "--domain", str(self.domain), "--timeout", str(timeout), cmd],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout + 30,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f"hs-cmd {cmd} failed: {out.stdout}{out.stderr}")
 
     def stop(self) -> None:
         self.supervisorctl("shutdown", check=False)

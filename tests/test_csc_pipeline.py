@@ -1,0 +1,98 @@
+"""The CSC drives header production: nothing outside ENABLED (exposures reported skipped), operator
+cards from the next exposure on, and a provoked fault (annex unwritable) sends it to FAULT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fitsio
+import yaml
+import zmq
+
+from protocols.config import load_instance
+from protocols.envelope import decode
+from tests.conftest import fresh_domain_and_offset, run_sim
+from tests.plain_dds import PlainReader
+from tools.runner import Deployment, venv_bin
+
+
+def one_exposure(start: str, seq: int, ra: float = 40.0, dayobs: str = "20261124") -> dict:
+    return {"instrument": "LATISS", "exposures": [{"start": start, "exptime": 1.0, "ra": ra, "dec": -35.0, "rotpa": 0.0,
+                                                    "filter": "SDSSr_65mm", "imgtype": "OBJECT",
+                                                    "image_name": f"AT_O_{dayobs}_{seq:06d}"}]}
+
+
+def hs_cmd(dep: Deployment, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([venv_bin("hs-cmd"), "--instance", "LATISS", "--domain", str(dep.domain), *args],
+                          env=dep.env, capture_output=True, text=True, timeout=60)
+
+
+def play(dep: Deployment, tmp: Path, name: str, scen: dict) -> str:
+    p = tmp / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(scen))
+    assert run_sim(dep, p, speed=10).returncode == 0
+    listed = subprocess.run([venv_bin("hs-sim"), "--scenario", str(p), "--list-images"], capture_output=True, text=True)
+    return listed.stdout.split()[0]
+
+
+def test_headers_only_when_enabled_overrides_and_fault(tmp_path: Path) -> None:
+    domain, offset = fresh_domain_and_offset()
+    dep = Deployment(tmp_path / "run", tmp_path / "annex", domain, offset)
+    dep.start()
+    try:
+        dep.start_instance("LATISS")
+        dep.wait_running("LATISS", enable=False)  # the CSC starts in STANDBY
+        dep.apply_env()
+        cfg = load_instance("LATISS")
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"ctl.skipped.")
+        sub.connect(cfg.endpoints.composer_pub)
+        reader = PlainReader(domain, "ATHeaderService", "logevent_largeFileObjectAvailable")
+        time.sleep(1.0)
+
+        skipped_image = play(dep, tmp_path, "standby", one_exposure("2026-11-25T03:04:06.457", 1))
+        assert sub.poll(10000), "no skipped report for the exposure taken in STANDBY"
+        report = decode(sub.recv_multipart()).payload
+        assert report["imageName"] == skipped_image and "STANDBY" in report["reason"]
+        assert not reader.poll(), "a header was announced outside ENABLED"
+
+        assert hs_cmd(dep, "start").returncode == 0
+        disabled_image = play(dep, tmp_path, "disabled", one_exposure("2026-11-25T03:06:06.000", 2))
+        assert sub.poll(10000)
+        report = decode(sub.recv_multipart()).payload
+        assert report["imageName"] == disabled_image and "DISABLED" in report["reason"]
+
+        assert hs_cmd(dep, "enable").returncode == 0
+        before = play(dep, tmp_path, "before", one_exposure("2026-11-25T03:08:06.000", 3))
+        reader.wait(lambda g: before in {s["id"] for s in g}, 30)
+        out = hs_cmd(dep, "setHeaderCards", "--cards", json.dumps({"OBSERVER": {"value": "Jane Doe", "comment": "observer on duty"}}))
+        assert out.returncode == 0, out.stdout + out.stderr
+        time.sleep(1.5)
+        after = play(dep, tmp_path, "after", one_exposure("2026-11-25T03:10:06.000", 4))
+        got = reader.wait(lambda g: after in {s["id"] for s in g}, 30)
+        assert {s["id"] for s in got} == {before, after}  # nothing for the skipped exposures
+        h_before = fitsio.read_header(str(next(dep.annex.rglob(f"{before}.fits"))))
+        h_after = fitsio.read_header(str(next(dep.annex.rglob(f"{after}.fits"))))
+        assert "OBSERVER" not in h_before
+        assert h_after["OBSERVER"] == "Jane Doe"
+        prov = json.loads(next(dep.annex.rglob(f"{after}.prov.json")).read_text())
+        assert prov["overrides"]["version"] >= 1 and "OBSERVER" in prov["overrides"]["cards"]
+
+        # a fault: the annex day folder cannot be created (a file is in its way)
+        day = dep.annex / "LATISS" / "20261124"
+        blocked = day.with_name("20261125")
+        blocked.write_text("not a folder")
+        play(dep, tmp_path, "fault", one_exposure("2026-11-25T12:30:00.000", 1, dayobs="20261125"))
+        deadline = time.monotonic() + 30
+        state = ""
+        while time.monotonic() < deadline and "FAULT" not in state:
+            state = hs_cmd(dep, "state").stdout
+            time.sleep(0.5)
+        assert "FAULT" in state, state
+        assert "1" in state or "ANNEX" in state.upper()
+    finally:
+        dep.stop()
