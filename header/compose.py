@@ -350,7 +350,18 @@ class Computer:
         return "COMPLETE" if self.complete else "INCOMPLETE"
 
 
+#: Keywords whose type the FITS standard fixes: an undefined value is an error there, so when
+#: there is no value they are left out (the provenance side-car says why), never written blank.
+RESERVED = {
+    "DATE", "DATE-OBS", "DATE-BEG", "DATE-END", "MJD-OBS", "MJD-BEG", "MJD-END", "MJD", "EQUINOX", "RADESYS",
+    "WCSAXES", "CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2",
+    "CD1_1", "CD1_2", "CD2_1", "CD2_2", "EXTNAME", "EXTVER", "TIMESYS",
+}
+
+
 def _card(key: str, value: Any, comment: str, reason: str | None, errors: list[str]) -> list[str]:
+    if value is None and key in RESERVED:
+        return []
     if value is None and reason:
         comment = f"{comment} [undefined: {reason}]" if comment else f"undefined: {reason}"
     try:
