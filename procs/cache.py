@@ -251,8 +251,10 @@ class CacheServer:
                 if not self.replay(env.sender, env.seq - st.gap - 1):
                     log.warning("gap of %d message(s) from %s not recoverable: outage recorded", st.gap, env.sender)
                     self.open_outage = self.last_sample_time
+            if not isinstance(msg.payload, dict):
+                raise EnvelopeError(f"payload of {msg.topic} is not an object")
             self.apply(msg.payload, env.sender, env.seq)
-        except (EnvelopeError, ValueError, KeyError, TypeError) as exc:
+        except (EnvelopeError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             self.counts["bad_messages"] += 1
             log.warning("bad message from the listener ignored: %s", exc)
 
@@ -283,6 +285,8 @@ class CacheServer:
                 "topics": {k: len(h.times) for k, h in self.store.histories.items()},
             }
         else:
+            self.counts["bad_requests"] += 1
+            log.warning("unknown op %r", op)
             body = {"error": f"unknown op {op!r}"}
         self.router.send_multipart(ident + self.sender.frames(f"ctl.reply.{op}", body))
 
@@ -295,6 +299,7 @@ class CacheServer:
                 raise EnvelopeError("request payload is not an object")
         except EnvelopeError as exc:
             self.counts["bad_requests"] += 1
+            log.warning("request rejected: %s", exc)
             self.router.send_multipart(ident + self.sender.frames("ctl.reply.error", {"error": str(exc)}))
             return
         try:
@@ -302,21 +307,27 @@ class CacheServer:
                 self.answer(ident, req)
             else:
                 self.parked.append((time.monotonic() + self.cfg.collect_wait, ident, req))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             self.counts["bad_requests"] += 1
+            log.warning("request rejected: %s", exc)
             self.router.send_multipart(ident + self.sender.frames("ctl.reply.error", {"error": f"bad request: {exc}"}))
 
     def release_parked(self) -> None:
         now = time.monotonic()
         keep = []
         for deadline, ident, req in self.parked:
-            if self.caught_up(req):
-                self.answer(ident, req)
-            elif now >= deadline:
-                self.counts["late_answers"] += 1
-                self.answer(ident, req, late=True)
-            else:
-                keep.append((deadline, ident, req))
+            try:
+                if self.caught_up(req):
+                    self.answer(ident, req)
+                elif now >= deadline:
+                    self.counts["late_answers"] += 1
+                    self.answer(ident, req, late=True)
+                else:
+                    keep.append((deadline, ident, req))
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+                self.counts["bad_requests"] += 1
+                log.warning("request rejected: %s", exc)
+                self.router.send_multipart(ident + self.sender.frames("ctl.reply.error", {"error": f"bad request: {exc}"}))
         self.parked = keep
 
     def run(self, stop: Stop) -> None:

@@ -10,6 +10,7 @@ snapshots as of each collection point's own event time, composes the header (pur
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender
 from protocols.messages import CacheClient, CacheUnavailable, topic_key
 
 log = logging.getLogger("composer")
+IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DONE_KEPT = 5000  # composed images remembered in the journal
 ACK_TIMEOUT = 5.0  # s before an unacknowledged header is sent to the publisher again
 RESYNC_MARGIN = 120.0  # s of bus time replayed from the cache after a restart or a gap
@@ -208,6 +210,10 @@ class Composer:
             self.counts["events_without_image"] += 1
             log.warning("%s without an imageName ignored", topic)
             return 0
+        if not IMAGE_NAME.fullmatch(name) or ".." in name:
+            self.counts["bad_events"] += 1
+            log.warning("%s with invalid imageName %r ignored", topic, name[:80])
+            return 0
         if not isinstance(sample.get("sndStamp"), (int, float)):
             self.counts["bad_events"] += 1
             log.warning("%s for %s has no usable private_sndStamp: ignored", topic, name)
@@ -227,6 +233,7 @@ class Composer:
                     return 1
             if source == "listener":
                 self.counts["events_after_done"] += 1
+                log.warning("%s for %s arrived after its header was written (v%d): ignored", topic, name, version)
             return 0
         exp = self.open.setdefault(name, OpenExposure(name))
         if topic in exp.events:
@@ -235,6 +242,9 @@ class Composer:
                 log.warning("duplicate %s for %s ignored", topic, name)
             return 0
         exp.events[topic] = sample
+        if exp.deadline_tai is None:  # an exposure first seen by another event still gets a deadline
+            exp.deadline_tai = float(sample["sndStamp"]) + self.cfg.end_deadline
+            exp.deadline_wall = time.monotonic() + self.cfg.end_deadline
         if seq is not None:
             exp.last_seq = seq
         self.bus_time = max(self.bus_time, float(sample["sndStamp"]))
@@ -404,6 +414,10 @@ class Composer:
         ident, rest = frames[:split], frames[split:]
         try:
             req = decode(rest).payload
+            if not isinstance(req, dict):
+                raise EnvelopeError("request payload is not an object")
+            if req.get("op", "sensor") not in ("sensor", "recompose", "status"):
+                raise KeyError(f"unknown op {req.get('op')!r}")
             if req.get("op") == "recompose":
                 body = {"results": [self.recompose(n) for n in req["imageNames"]]}
                 self.router.send_multipart(ident + self.fast_sender.frames(f"ctl.reply.recompose", body))
@@ -419,9 +433,10 @@ class Composer:
             body = ctx.sensor_header(sensor)
             body["imageName"] = image
             body["version"] = self.done.get(image, [1])[0]
-        except (EnvelopeError, KeyError, TypeError) as exc:
+        except (EnvelopeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             self.counts["bad_requests"] += 1
-            body = {"error": str(exc).strip('"')}
+            log.warning("bad request: %s", exc)
+            body = {"error": str(exc).strip('"').strip("'")}
         self.router.send_multipart(ident + self.fast_sender.frames(f"hdr.{self.cfg.instrument}.sensor", body))
 
     def report_bad_values(self, image: str, provenance: dict[str, Any]) -> None:

@@ -33,10 +33,7 @@ def needed_topics(cfg: InstanceConfig) -> list[tuple[str, str]]:
 
 
 def _json_safe(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return repr(v)  # 'nan', 'inf': kept visible, reduced to undefined by the composer
-    if isinstance(v, list):
-        return [_json_safe(x) for x in v]
+    """Values as they are: NaN/inf travel as JSON NaN/Infinity and are reduced to undefined later."""
     return v
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +32,7 @@ from protocols.envelope import EnvelopeError, Sender, decode, sender_id, tai_now
 
 log = logging.getLogger("publisher")
 MIME = "application/fits"
+IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -151,6 +153,13 @@ class Publisher:
         """
         image = payload["imageName"]
         version = int(payload["version"])
+        if not IMAGE_NAME.fullmatch(str(image)):
+            raise ValueError(f"{image!r} is not a valid imageName")
+        hdus = payload["hdus"]
+        if not hdus or not hdus[0]["cards"] or not hdus[0]["cards"][0].startswith("SIMPLE  =") or any(
+            len(c) != 80 or not c.isascii() for h in hdus for c in h["cards"]
+        ):
+            raise ValueError(f"{image}: not a header (no HDU, or cards that are not 80-character ASCII images)")
         prev = self.index.entries.get(image)
         if prev and int(prev["version"]) > version or (prev and int(prev["version"]) == version and prev.get("announced")):
             self.counts["duplicates"] += 1
@@ -195,12 +204,14 @@ class Publisher:
             try:
                 msg = decode(frames)
                 self.publish(msg.payload)
-            except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
+            except (EnvelopeError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
                 self.counts["bad_messages"] += 1
                 log.error("header message rejected: %s", exc)
             except OSError as exc:
                 self.counts["write_errors"] += 1
-                self.pending.append(msg.payload)
+                key = (msg.payload.get("imageName"), msg.payload.get("version"))
+                if all((p.get("imageName"), p.get("version")) != key for p in self.pending):
+                    self.pending.append(msg.payload)
                 log.error("cannot write %s (kept, retried every 5 s): %s", msg.payload.get("imageName"), exc)
                 self.pub.send_multipart(fault_frames(self.sender, self.cfg.instrument, ErrorCode.ANNEX_UNWRITABLE, f"annex unwritable: {exc}"))
         self.http.shutdown()

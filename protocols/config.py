@@ -231,10 +231,16 @@ def load_instance(path_or_instrument: str | Path) -> InstanceConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of settings")
     env = os.environ
+    def env_int(var: str, key: str) -> int:
+        try:
+            return int(env[var])
+        except ValueError:
+            raise ConfigError(f"{p}: {key}: environment {var}={env[var]!r} is not an integer") from None
+
     if "HS_DDS_DOMAIN" in env:
-        data["dds_domain"] = int(env["HS_DDS_DOMAIN"])
+        data["dds_domain"] = env_int("HS_DDS_DOMAIN", "dds_domain")
     if "HS_PORT_OFFSET" in env:
-        data["port_base"] = int(data.get("port_base", 0)) + int(env["HS_PORT_OFFSET"])
+        data["port_base"] = int(data.get("port_base", 0)) + env_int("HS_PORT_OFFSET", "port_base")
     if "HS_ANNEX" in env:
         data["annex"] = env["HS_ANNEX"]
     if "HS_END_DEADLINE" in env:
