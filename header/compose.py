@@ -207,7 +207,10 @@ class Computer:
         self._obs_cache: dict[str, Any] = {}
 
     def value(self, name: str) -> Any:
-        return getattr(self, f"c_{name}")()
+        fn = getattr(self, f"c_{name}", None)
+        if fn is None:
+            raise CardError(f"unknown computed value {name!r}")
+        return fn()
 
     def _mid(self) -> float | None:
         if self.beg is None or self.end is None:
@@ -391,8 +394,14 @@ def _render(
             cards += _card(t.key, t.value, t.comment, None, errors)
         elif kind == "computed":
             assert t.computed is not None
-            v = compute(t.computed)
-            cards += _card(t.key, v, t.comment, None if v is not None else "cannot be computed from the inputs", errors)
+            try:
+                v, why = compute(t.computed), None
+            except CardError as exc:
+                errors.append(f"{t.key}: {exc}")
+                v, why = None, str(exc)
+            if v is None and why is None:
+                why = "cannot be computed from the inputs"
+            cards += _card(t.key, v, t.comment, why, errors)
         else:
             r = resolved.get(t.key)
             if r is None:

@@ -107,6 +107,9 @@ def reduce_keyword(
         return res
     if sample is not None:
         res.sample_time = sample.get("sndStamp")
+        if max_age is not None and not isinstance(res.sample_time, (int, float)):
+            res.reason = f"{src.component}.{src.topic} sample has no private_sndStamp: its age is unknown"
+            return res
         if max_age is not None and res.sample_time is not None and at - res.sample_time > max_age:
             res.reason = f"stale: sample is {at - res.sample_time:.1f} s old (max {max_age:g} s)"
             return res
@@ -118,6 +121,10 @@ def reduce_keyword(
         return res
     raw = data[src.field]
     kind = src.kind
+    why = _type_mismatch(src, raw)
+    if why:
+        res.reason = why
+        return res
     if kind in ("ccd_array", "ccd_array_str"):
         return _reduce_per_sensor(src, res, raw, data, sensors)
     if kind == "keyed_array":
@@ -157,6 +164,26 @@ def reduce_keyword(
     return res
 
 
+_NUMERIC = {"double", "float", "long", "int", "short", "long long", "unsigned int", "unsigned long", "unsigned short", "byte", "octet"}
+
+
+def _type_mismatch(src: KeywordSource, raw: Any) -> str | None:
+    """A value whose Python type contradicts its SAL field type (a corrupted or foreign sample)."""
+    from protocols import sal
+
+    ftype = sal.get_topic(src.component, src.topic).field_map()[src.field].type
+    values = raw if isinstance(raw, list) else [raw]
+    if ftype in _NUMERIC and src.kind not in ("keyed_array", "ccd_array_str"):
+        for v in values:
+            if isinstance(v, (str, bool)) or not isinstance(v, (int, float)):
+                return f"expected a number ({ftype}), got {type(v).__name__} {v!r:.30}"
+    if ftype == "string":
+        for v in values:
+            if not isinstance(v, str):
+                return f"expected a string, got {type(v).__name__} {v!r:.30}"
+    return None
+
+
 def _enum(src: KeywordSource, res: Resolved, raw: Any) -> Resolved:
     assert src.enum is not None
     if isinstance(raw, bool) or not isinstance(raw, (int, float)) or int(raw) != raw:
@@ -190,7 +217,10 @@ def _reduce_per_sensor(src: KeywordSource, res: Resolved, raw: Any, data: dict[s
     values = split_list(raw) if src.kind == "ccd_array_str" or isinstance(raw, str) else list(raw if isinstance(raw, list) else [raw])
     per: dict[str, Any] = {}
     for i, loc in enumerate(order):
-        if loc not in sensors or i >= len(values):
+        if loc not in sensors:
+            continue
+        if i >= len(values):
+            res.warnings.append(f"{loc}: {src.field} has no element {i} (array of {len(values)})")
             continue
         value, why = clean_scalar(_scaled(src, values[i]))
         if why:

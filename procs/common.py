@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -34,6 +35,7 @@ def setup(args: argparse.Namespace, role: str) -> InstanceConfig:
         return load_instance(args.instance)
     except ConfigError as exc:
         logging.getLogger(role).error("configuration error: %s", exc)
+        time.sleep(1.5)  # past supervisord's startsecs: exit code 2 then means "do not restart"
         sys.exit(2)
 
 

@@ -436,7 +436,7 @@ class Composer:
         except (EnvelopeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             self.counts["bad_requests"] += 1
             log.warning("bad request: %s", exc)
-            body = {"error": str(exc).strip('"').strip("'")}
+            body = {"error": str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)}
         self.router.send_multipart(ident + self.fast_sender.frames(f"hdr.{self.cfg.instrument}.sensor", body))
 
     def report_bad_values(self, image: str, provenance: dict[str, Any]) -> None:

@@ -193,16 +193,28 @@ class Publisher:
 
     def run(self, stop: Stop) -> None:
         log.info("publisher up: annex %s, HTTP %s", self.root, self.base_url)
-        last_retry = time.monotonic()
+        last_retry = last_status = time.monotonic()
         while not stop.requested:
-            if self.pending and time.monotonic() - last_retry > 5.0:
+            if time.monotonic() - last_retry > 5.0:
                 last_retry = time.monotonic()
-                self.retry_pending()
+                if self.pending:
+                    self.retry_pending()
+            if time.monotonic() - last_status > 1.0:
+                last_status = time.monotonic()
+                self.pub.send_multipart(
+                    self.sender.frames(
+                        f"ctl.status.publisher.{self.cfg.instrument}",
+                        {"counts": self.counts.as_dict(), "pending": len(self.pending)},
+                    )
+                )
             if not self.pull.poll(200):
                 continue
             frames = self.pull.recv_multipart()
             try:
                 msg = decode(frames)
+                key = (msg.payload.get("imageName"), msg.payload.get("version"))
+                if any((p.get("imageName"), p.get("version")) == key for p in self.pending):
+                    continue  # already kept for the next retry cycle
                 self.publish(msg.payload)
             except (EnvelopeError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
                 self.counts["bad_messages"] += 1

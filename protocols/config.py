@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from protocols import sal
 
@@ -109,6 +109,9 @@ class CardTemplate(Strict):
 
     @model_validator(mode="after")
     def _kind(self) -> "CardTemplate":
+        k = self.key.upper().removeprefix("HIERARCH ")
+        if k not in ("COMMENT", "HISTORY", "") and (not k.strip() or "=" in k or not all(32 <= ord(c) <= 126 for c in k)):
+            raise ValueError(f"{self.key!r} is not a FITS keyword")
         if self.computed is not None and self.value is not None:
             raise ValueError(f"{self.key}: give either 'value' or 'computed', not both")
         return self
@@ -161,9 +164,12 @@ class InstanceConfig(Strict):
     keywords: str = "keywords.yaml"
     templates: dict[Literal["primary", "sensor", "segment"], str]
 
+    _source: Path | None = PrivateAttr(default=None)
+
     @property
     def folder(self) -> Path:
-        return TEMPLATES / self.instrument
+        """Where the keyword map and templates are: next to the instance.yaml that was loaded."""
+        return self._source.parent if self._source is not None else TEMPLATES / self.instrument
 
     @property
     def endpoints(self) -> Endpoints:
@@ -247,7 +253,9 @@ def load_instance(path_or_instrument: str | Path) -> InstanceConfig:
         data["end_deadline"] = float(env["HS_END_DEADLINE"])
     if "HS_STATE_DIR" in env:
         data["state_dir"] = env["HS_STATE_DIR"]
-    return _validate(InstanceConfig, data, p)
+    cfg = _validate(InstanceConfig, data, p)
+    cfg._source = p.absolute()
+    return cfg
 
 
 def load_keyword_map(cfg: InstanceConfig) -> KeywordMap:

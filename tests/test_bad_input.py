@@ -94,8 +94,6 @@ def test_reduce_non_finite_number(latiss, value: float, reason: str) -> None:
     assert r.provenance() == {"topic": "ESS.relativeHumidity:301", "time": 1000.0, "undefined": reason}
 
 
-@pytest.mark.xfail(reason="reduce_keyword never checks a value against its SAL field type: a string in a "
-                          "double field (HUMIDITY) is written as a string card", strict=True)
 def test_reduce_string_where_number_expected(latiss) -> None:
     _, km = latiss
     r = reduce(km["HUMIDITY"], {"relativeHumidityItem": "wet"})
@@ -165,8 +163,6 @@ def test_reduce_indexed_array_element_nan(latiss) -> None:
     assert r.reason == "value is NaN"
 
 
-@pytest.mark.xfail(reason="_reduce_per_sensor silently skips sensors beyond the end of the array: the "
-                          "missing sensors get no warning in the provenance", strict=True)
 def test_reduce_per_sensor_array_shorter_than_sensor_list(latiss) -> None:
     _, km = latiss
     sensors = ["R22_S00", "R22_S01", "R22_S02"]
@@ -190,8 +186,6 @@ def test_reduce_stale_sample(latiss) -> None:
     assert r.sample_time == 1000.0
 
 
-@pytest.mark.xfail(reason="reduce_keyword skips the staleness check when the sample has no sndStamp, so a "
-                          "sample of unknown age is written as fresh", strict=True)
 def test_reduce_sample_without_sndstamp(latiss) -> None:
     _, km = latiss
     smp = sample("ESS", "relativeHumidity", {"relativeHumidityItem": 40.0}, index=301)
@@ -388,8 +382,6 @@ def test_template_missing(site: Path) -> None:
     assert msg == f"cannot read {site / 'segment.yaml'}: No such file or directory"
 
 
-@pytest.mark.xfail(reason="CardTemplate accepts any key; compose_header then raises CardError (the fallback "
-                          "card has the same bad key) and the composer dies at warm-up: a crash loop", strict=True)
 def test_template_bad_keyword(site: Path) -> None:
     n = len(yaml.safe_load((site / "primary.yaml").read_text()))
     with open(site / "primary.yaml", "a") as fh:
@@ -402,8 +394,6 @@ def _templates(cfg) -> Templates:  # noqa: ANN001
     return Templates(*(load_template(cfg, k) for k in ("primary", "sensor", "segment")))
 
 
-@pytest.mark.xfail(reason="Computer.value does getattr(self, 'c_'+name): an unknown computed name raises "
-                          "AttributeError out of compose_header (composer crash at warm-up)", strict=True)
 def test_template_unknown_computed_value(latiss) -> None:
     cfg, _ = latiss
     kmap = load_keyword_map(cfg)
@@ -427,9 +417,6 @@ def test_template_non_ascii_static_value(latiss) -> None:
     assert all(c.isascii() and len(c) == 80 for hdu in h.hdus for c in hdu)
 
 
-@pytest.mark.xfail(reason="InstanceConfig.folder is TEMPLATES/<instrument>, not the folder of the instance.yaml "
-                          "that was loaded: an operator's site folder silently uses the repository's keyword map "
-                          "and templates", strict=True)
 def test_keyword_map_is_read_next_to_the_instance_file(tmp_path: Path, clean_env: None) -> None:
     site = tmp_path / "site"
     shutil.copytree(hs_config.TEMPLATES / "LATISS", site)
@@ -490,8 +477,6 @@ def test_scenario_not_yaml(tmp_path: Path) -> None:
     assert msg.startswith("scenario broken.yaml: not valid YAML at line 2")
 
 
-@pytest.mark.xfail(reason="Exposure.exptime accepts NaN up to the bound check: the message says 'less than or "
-                          "equal to 3600' instead of naming a non-finite number", strict=True)
 def test_scenario_nan_exptime(tmp_path: Path) -> None:
     msg = _scenario_error(tmp_path, "nan.yaml", [{**EXPOSURE, "exptime": NAN}])
     assert msg == "scenario nan.yaml: exposures.0.exptime: Input should be a finite number"
@@ -552,8 +537,6 @@ def test_bad_configuration_exits_with_the_reason(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
-@pytest.mark.xfail(reason="a process exits 2 on a bad configuration within supervisord's startsecs, and "
-                          "startretries=1000 makes supervisord respawn it again and again: a crash loop", strict=True)
 def test_bad_configuration_is_not_a_crash_loop(tmp_path: Path) -> None:
     from tests.conftest import fresh_domain_and_offset
     from tools.runner import Deployment
@@ -1087,8 +1070,6 @@ def test_composer_router_garbage_gets_specific_errors(night: dict[str, Any]) -> 
     assert "sensor R99_S99 is not in this image (the camera reported 1)" in reply["error"]
 
 
-@pytest.mark.xfail(reason="the composer ROUTER treats every op but recompose/status as a sensor request: an "
-                          "unknown op is answered \"'imageName'\" (a bare KeyError)", strict=True)
 def test_composer_unknown_op_is_named(night: dict[str, Any]) -> None:
     assert night["zmq"]["composer"]["unknown_op"] == {"error": "unknown op 'frobnicate'"}
 
@@ -1120,8 +1101,6 @@ def test_publisher_rejects_a_header_that_is_not_fits(night: dict[str, Any], imag
     assert f"header message rejected: {image}" in night["dep"].log("latiss-publisher")
 
 
-@pytest.mark.xfail(reason="hs-publisher counts bad messages and write errors but never publishes them: nothing "
-                          "of it is visible in hs-tap", strict=True)
 def test_publisher_counts_are_visible_in_tap(night: dict[str, Any]) -> None:
     import zmq
 
@@ -1227,16 +1206,13 @@ def test_annex_faults_keep_the_header_until_the_annex_is_usable(night: dict[str,
     assert "Traceback" not in log()
 
 
-@pytest.mark.xfail(reason="Publisher.run appends a header to pending on every failed (re)send, so during an annex "
-                          "outage each retry cycle writes it once more per composer resend (unbounded list)",
-                   strict=True)
 def test_pending_header_is_retried_once_per_cycle(night: dict[str, Any]) -> None:
-    lines = [ln for ln in night["dep"].log("latiss-publisher").splitlines() if PENDING_IMAGE in ln]
-    runs, run = [], 0
-    for ln in lines:
-        run = run + 1 if "still cannot write" in ln else 0
-        runs.append(run)
-    assert runs and max(runs) == 1, f"up to {max(runs, default=0)} retries of {PENDING_IMAGE} in one cycle"
+    """During an annex outage a kept header is tried once per 5-s cycle, however often it is resent."""
+    lines = [ln for ln in night["dep"].log("latiss-publisher").splitlines()
+             if PENDING_IMAGE in ln and "still cannot write" in ln]
+    stamps = [ln[:19] for ln in lines]  # 'YYYY-MM-DD hh:mm:ss': one retry cycle lasts 5 s
+    assert stamps, "the kept header was never retried"
+    assert len(stamps) == len(set(stamps)), f"several retries of {PENDING_IMAGE} in one cycle: {stamps}"
 
 
 # ================================================================================================

@@ -283,7 +283,7 @@ class Exposure(_Model):
     """One exposure of the night."""
 
     start: _dt.datetime = Field(description="TAI start of integration (ISO without zone, or TAI unix seconds)")
-    exptime: float = Field(ge=0, le=3600)
+    exptime: float = Field(ge=0, le=3600, allow_inf_nan=False)
     ra: float | None = Field(None, ge=0, lt=360, description="deg ICRS; None keeps the previous pointing")
     dec: float | None = Field(None, ge=-90, le=90)
     rotpa: float | None = Field(None, ge=-360, le=360, description="deg, sky position angle")
