@@ -19,11 +19,11 @@ from typing import Any
 
 import zmq
 
-from procs.common import Counters, Stop, base_parser, setup
+from procs.common import Counters, Stop, base_parser, drain, setup
 from procs.journal import read_json, write_json_atomic
 from protocols import messages, sal
 from protocols.config import InstanceConfig
-from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id
+from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, split_identity
 
 log = logging.getLogger("cache")
 REFILL_AFTER = 5.0  # s after an outage closes before samples inside it count as a replay
@@ -291,8 +291,7 @@ class CacheServer:
         self.router.send_multipart(ident + self.sender.frames(f"ctl.reply.{op}", body))
 
     def on_request(self, frames: list[bytes]) -> None:
-        split = frames.index(b"") + 1 if b"" in frames else 1
-        ident, rest = frames[:split], frames[split:]
+        ident, rest = split_identity(frames)
         try:
             req = decode(rest).payload
             if not isinstance(req, dict):
@@ -342,17 +341,9 @@ class CacheServer:
                 self.flush()
             events = dict(poller.poll(50))
             if self.sub in events:
-                for _ in range(5000):
-                    try:
-                        self.on_sample(self.sub.recv_multipart(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+                drain(self.sub, self.on_sample, 5000)
             if self.router in events:
-                while True:
-                    try:
-                        self.on_request(self.router.recv_multipart(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+                drain(self.router, self.on_request)
             if self.parked:
                 self.release_parked()
         self.flush()

@@ -51,6 +51,17 @@ class Stop:
         self.requested = True
 
 
+def drain(sock: Any, handle: Any, limit: int = 100000) -> None:
+    """Hand every message waiting on a ZeroMQ socket to ``handle`` without blocking."""
+    import zmq
+
+    for _ in range(limit):
+        try:
+            handle(sock.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            return
+
+
 class Counters(Counter):
     """Named event counts (samples, errors by kind...) reported in status messages."""
 

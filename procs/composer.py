@@ -23,9 +23,9 @@ from header import astro
 from header.compose import CAMERA_EVENTS, ExposureInputs, Templates, compose_header
 from procs.journal import read_json, write_json_atomic
 from protocols.csc_state import CscStateFollower, ErrorCode, fault_frames
-from procs.common import Counters, Stop, base_parser, setup
+from procs.common import Counters, Stop, base_parser, drain, setup
 from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_template
-from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, tai_now
+from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, split_identity, tai_now
 from protocols.messages import CacheClient, CacheUnavailable, topic_key
 
 log = logging.getLogger("composer")
@@ -410,8 +410,7 @@ class Composer:
 
     def on_request(self, frames: list[bytes]) -> None:
         """Per-sensor header requests: ``{op: sensor, imageName, sensor}`` on the ROUTER socket."""
-        split = frames.index(b"") + 1 if b"" in frames else 1
-        ident, rest = frames[:split], frames[split:]
+        ident, rest = split_identity(frames)
         try:
             req = decode(rest).payload
             if not isinstance(req, dict):
@@ -486,23 +485,11 @@ class Composer:
         while not stop.requested:
             events = dict(poller.poll(100))
             if self.sub in events:
-                while True:
-                    try:
-                        self.on_event(self.sub.recv_multipart(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+                drain(self.sub, self.on_event)
             if self.acks in events:
-                while True:
-                    try:
-                        self.on_ack(self.acks.recv_multipart(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+                drain(self.acks, self.on_ack)
             if self.router in events:
-                while True:
-                    try:
-                        self.on_request(self.router.recv_multipart(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+                drain(self.router, self.on_request)
             if time.monotonic() - last_check > 1.0:
                 last_check = time.monotonic()
                 self.check_deadlines()

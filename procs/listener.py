@@ -19,7 +19,7 @@ import zmq
 from procs.common import Counters, Stop, base_parser, setup
 from protocols import sal
 from protocols.config import InstanceConfig, load_keyword_map
-from protocols.envelope import EnvelopeError, Sender, decode, sender_id, tai_now
+from protocols.envelope import EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
 
 log = logging.getLogger("listener")
 
@@ -96,10 +96,9 @@ def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Count
             frames = router.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
-        split = frames.index(b"") + 1 if b"" in frames else 1
-        ident = frames[:split]
+        ident, rest = split_identity(frames)
         try:
-            req = decode(frames[split:]).payload
+            req = decode(rest).payload
             since = int(req["since"])
             msgs = [[f[0].decode(), seq, f[2].decode()] for seq, f in ring if seq > since]
             body = {"sender": sender.sender, "oldest": ring[0][0] if ring else sender.seq + 1, "messages": msgs}

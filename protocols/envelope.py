@@ -75,6 +75,12 @@ class Sender:
         return [topic.encode(), env.encode(), encode_payload(payload)]
 
 
+def split_identity(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """A ROUTER message as (identity frames to reply with, the enveloped request)."""
+    split = frames.index(b"") + 1 if b"" in frames else 1
+    return frames[:split], frames[split:]
+
+
 def encode_payload(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), allow_nan=True).encode()
 
