@@ -112,14 +112,32 @@ class Announcer:
         )
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
+class AnnexHandler(SimpleHTTPRequestHandler):
+    """The annex's files, plus ``GET /index/<imageName>``: the latest index entry as JSON."""
+
+    index: "AnnexIndex | None" = None
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+        if self.path.startswith("/index/") and self.index is not None:
+            name = self.path[len("/index/") :].strip("/")
+            entry = self.index.entries.get(name)
+            body = json.dumps(entry if entry else {"error": f"{name} is not in the annex index"}).encode()
+            self.send_response(200 if entry else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         log.debug("http: " + format, *args)
 
 
-def serve_annex(root: Path, port: int) -> ThreadingHTTPServer:
+def serve_annex(root: Path, port: int, index: "AnnexIndex | None" = None) -> ThreadingHTTPServer:
     root.mkdir(parents=True, exist_ok=True)
-    handler = functools.partial(QuietHandler, directory=str(root))
+    handler_cls = type("InstanceAnnexHandler", (AnnexHandler,), {"index": index})
+    handler = functools.partial(handler_cls, directory=str(root))
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, name="annex-http", daemon=True).start()
     return server
@@ -137,7 +155,7 @@ class Publisher:
         self.pub = ctx.socket(zmq.PUB)
         self.pub.bind(cfg.endpoints.publisher_pub)
         self.sender = Sender(sender_id("publisher", cfg.instrument))
-        self.http = serve_annex(self.root, cfg.endpoints.http_port)
+        self.http = serve_annex(self.root, cfg.endpoints.http_port, self.index)
         self.base_url = f"http://127.0.0.1:{cfg.endpoints.http_port}"
         self.announcer = Announcer(cfg)
         self.pending: list[dict[str, Any]] = []  # headers whose write failed: retried, never dropped

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,13 @@ def test_every_exposure_announced_with_downloadable_md5(night: dict[str, Any]) -
         assert ann["mimeType"] == "application/fits"
         assert ann["url"].startswith("http://127.0.0.1:")
         assert f"/LATISS/" in ann["url"] and ann["url"].endswith(f"/{image}.fits")
+        # the archiver's query by imageName over HTTP
+        base = ann["url"].split("/LATISS/")[0]
+        entry = json.loads(urllib.request.urlopen(f"{base}/index/{image}", timeout=10).read())
+        assert entry["md5"] == ann["checkSum"] and entry["version"] == 1 and entry["announced"]
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{base}/index/AT_O_20261124_999999", timeout=10)
+    assert err.value.code == 404
 
 
 def test_every_keyword_has_the_simulated_value_and_type(night: dict[str, Any]) -> None:
