@@ -7,7 +7,9 @@ deterministic in its inputs, so real-time and catch-up produce identical values.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable
 
 from header import astro, geometry
@@ -164,17 +166,54 @@ def resolve_all(cfg: InstanceConfig, kmap: KeywordMap, inputs: ExposureInputs, s
     out: dict[str, Resolved] = {}
     for src in kmap.keywords:
         sample = _sample_for(src, inputs, cfg.camera)
+        memo_key = None
+        if src.kind in ("ccd_array", "ccd_array_str") and sample is not None:
+            memo_key = (src.keyword, src.topic_key, sample.get("sndStamp"), inputs.points.get(src.when), tuple(locs))
+            if memo_key in _PER_SENSOR_MEMO:
+                out[src.keyword] = _PER_SENSOR_MEMO[memo_key]
+                continue
         at = inputs.points.get(src.when) or inputs.points.get("start", 0.0)
         max_age = src.max_age
         if max_age is None and sal.get_topic(src.component, src.topic).kind == "telemetry":
             max_age = cfg.telemetry_max_age
         window = inputs.windows.get(src.topic_key) if src.monitor else None
         out[src.keyword] = reduce_keyword(src, sample, at, locs, max_age, window)
+        if memo_key is not None:
+            _PER_SENSOR_MEMO[memo_key] = out[src.keyword]
+            while len(_PER_SENSOR_MEMO) > _PER_SENSOR_KEPT:
+                _PER_SENSOR_MEMO.popitem(last=False)
     return out
 
 
+# Memoized pieces. The composer composes each image once provisionally at startReadout, so that
+# at endOfImageTelemetry the astrometry, the WCS of every sensor, the per-sensor reductions and
+# the encoded sensor HDUs are already known: only what changed since is computed then.
+
+
+@lru_cache(maxsize=4096)
+def _wcs_cached(ra: float, dec: float, rotpa: float, camera: str, raft: str, slot: str, vendor: str) -> tuple:
+    return tuple(default_wcs(ra, dec, rotpa, camera, raft, slot, vendor).items())
+
+
 def geometry_wcs(ra: float, dec: float, rotpa: float, camera: str, sensor: "Sensor") -> dict[str, Any]:
-    return default_wcs(ra, dec, rotpa, camera, sensor.raft, sensor.slot, sensor.vendor)
+    return dict(_wcs_cached(ra, dec, rotpa, camera, sensor.raft, sensor.slot, sensor.vendor))
+
+
+@lru_cache(maxsize=512)
+def observed(ra: float, dec: float, t: float) -> tuple[float, float, float, float | None]:
+    """(alt, az, ha_hours, airmass) of a pointing at TAI ``t`` (astropy/ERFA), memoized."""
+    alt, az = astro.alt_az(ra, dec, t)
+    return alt, az, astro.hour_angle_hours(ra, dec, t), astro.airmass(alt)
+
+
+@lru_cache(maxsize=8192)
+def encoded_hdu(cards: tuple[str, ...]) -> tuple[str, ...]:
+    """Card images of one HDU with CHECKSUM/DATASUM, memoized on its cards."""
+    return tuple(split_cards(encode_hdu(list(cards))))
+
+
+_PER_SENSOR_MEMO: "OrderedDict[tuple, Resolved]" = OrderedDict()
+_PER_SENSOR_KEPT = 2048
 
 
 def _event_time(inputs: ExposureInputs, topic: str, field_name: str) -> float | None:
@@ -226,7 +265,7 @@ class Computer:
     def _mid_altaz(self) -> tuple[float, float] | None:
         if self._altaz is False:
             p, mid = self._pointing(), self._mid()
-            self._altaz = astro.alt_az(p[0], p[1], mid) if p and mid else None
+            self._altaz = observed(p[0], p[1], mid)[:2] if p and mid else None
         return self._altaz  # type: ignore[return-value]
 
     def c_file_date(self) -> str:
@@ -263,10 +302,7 @@ class Computer:
         if cached is not False:
             return cached  # type: ignore[return-value]
         p, t = self._pointing(), self._pointing_at(point)
-        out = None
-        if p and t:
-            alt, az = astro.alt_az(p[0], p[1], t)
-            out = (alt, az, astro.hour_angle_hours(p[0], p[1], t), astro.airmass(alt))
+        out = observed(p[0], p[1], t) if p and t else None
         self._obs_cache[point] = out
         return out
 
@@ -481,7 +517,7 @@ def compose_header(
                 hdus.append(seg_hdu)
                 names.append(seg_name)
 
-    encoded = [split_cards(encode_hdu(h)) for h in hdus]
+    encoded = [list(encoded_hdu(tuple(h))) for h in hdus]
     dayobs_r = resolved.get("DAYOBS")
     dayobs = str(dayobs_r.value) if dayobs_r and dayobs_r.defined else astro.dayobs(comp.beg or now_tai)
     provenance = {
@@ -548,7 +584,7 @@ class SensorContext:
             raise KeyError(f"sensor {location} is not in this image (the camera reported {len(self.sensors)})")
         index, sensor = self.sensors[location]
         sensor_cards = next(h for h in self.hdus[1:] if any(c.startswith("EXTNAME") and f"'{location}" in c for c in h))
-        merged = split_cards(encode_hdu(merge_cards(self.hdus[0], sensor_cards)))
+        merged = list(encoded_hdu(tuple(merge_cards(self.hdus[0], sensor_cards))))
         errors: list[str] = []
         segments = [
             {"name": name, "cards": split_cards(encode_hdu(cards))}

@@ -254,6 +254,8 @@ class Composer:
             exp.deadline_tai = sample["sndStamp"] + timeout + self.cfg.end_deadline
             exp.deadline_wall = time.monotonic() + timeout + self.cfg.end_deadline
             log.info("exposure %s started (%.1f s)", name, float(d.get("exposureTime") or 0))
+        if topic == "startReadout" and "endOfImageTelemetry" not in exp.events and source == "listener":
+            self.precompose(exp)
         if "endOfImageTelemetry" in exp.events:
             if "startIntegration" in exp.events or self.fill_missing_event(exp, "startIntegration"):
                 self.finish(exp, reasons=[])
@@ -354,6 +356,28 @@ class Composer:
             len(header.hdus),
             payload["composeSeconds"] * 1000,
         )
+
+    def precompose(self, exp: OpenExposure) -> None:
+        """Compose the header provisionally at startReadout and throw it away.
+
+        Everything that does not depend on the end of the exposure (astrometry, sensor WCS,
+        per-sensor values, encoded sensor HDUs) is then memoized, so the real composition at
+        endOfImageTelemetry only does what is new. Values are unchanged: the real one recomputes
+        anything whose inputs differ.
+        """
+        if "startIntegration" not in exp.events:
+            return
+        t0 = time.perf_counter()
+        points = collection_points(exp.events)
+        try:
+            reply = self.cache.request(collection_request(self.cfg, self.kmap, points), timeout_ms=2000)
+        except CacheUnavailable:
+            return
+        inputs = ExposureInputs(
+            exp.image_name, exp.events, points, reply.get("snapshots", {}), reply.get("windows", {}), []
+        )
+        compose_header(self.cfg, self.kmap, self.templates, inputs, tai_now(), 1)
+        log.debug("%s precomposed in %.1f ms", exp.image_name, (time.perf_counter() - t0) * 1000)
 
     def collect(self, req: dict[str, Any]) -> dict[str, Any]:
         """The cache's snapshots; a restarting cache gets a few tries before the header goes incomplete."""
