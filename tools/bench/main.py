@@ -1,0 +1,467 @@
+"""hs-bench: run real Header Service instances and measure them.
+
+Starts each camera's instance (supervisord, DDS on loopback, ZeroMQ, annex on disk) with its own run
+folder, DDS domain and port offset; plays a night of short exposures with the scenario's background
+telemetry in this process; and measures, from the moment endOfImageTelemetry is written:
+
+- latency to the fast path (a forwarder-side client) and to largeFileObjectAvailable (an
+  independent DDS reader): p50, p99, max per camera; also with overlapping exposures and with
+  ComCam and LSSTCam running side by side;
+- the floor: fitsio writing the same header plus MD5, raw ZeroMQ and DDS hops (our latency / floor);
+- ingest: the highest ESS sample rate the listener and cache take without loss, against ddsperf;
+- memory: peak RSS of each process of each instance.
+
+JSON goes to stdout (or --json FILE), a short summary to stderr, the latency plot to --plot.
+Targets are reported as met / not met, never asserted: the exit status is 0 unless the bench itself
+could not run (a camera that fails is reported as failed and the others go on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocols.config import load_instance
+from protocols.sal import LOOPBACK_XML
+from tools.bench import ddsperf, floor
+from tools.bench.ingest import run_ingest
+from tools.bench.latency import BOOST, NightResult, Probe, TimedPlayer, play_night
+from tools.bench.memory import MemorySampler, group_roles
+from tools.bench.plot import write_plot
+from tools.bench.report import evaluate, summary_text
+from tools.bench.scenarios import bench_scenario
+from tools.bench.stats import ms_summary, ratio
+from tools.runner import GROUPS, Deployment
+from tools.sim.night import Night
+
+CAMERAS = ("LATISS", "ComCam", "LSSTCam")
+EVENT_BYTES = 1200  # a listener message carrying endOfImageTelemetry, about
+
+
+@dataclass
+class Plan:
+    cameras: list[str]
+    exposures: int
+    overlap_exposures: int
+    side_exposures: int
+    speed: float
+    ingest_rates: list[float]
+    ingest_step_s: float
+    ingest_sustain_s: float
+    floor_reps: int
+    hop_count: int
+    ddsperf_s: float
+    wait_s: float
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    q = args.quick
+    cams = [c.strip() for c in (args.cameras or ("LATISS" if q else ",".join(CAMERAS))).split(",") if c.strip()]
+    for c in cams:
+        if c not in CAMERAS:
+            raise SystemExit(f"hs-bench: unknown camera {c!r} (one of {', '.join(CAMERAS)})")
+    n = args.exposures if args.exposures is not None else (8 if q else 200)
+    rates = [float(r) for r in (args.ingest_rates or ("1000,3000" if q else "1000,2000,5000,10000,20000,40000")).split(",")]
+    return Plan(
+        cameras=cams,
+        exposures=max(n, 1),
+        overlap_exposures=4 if q else 30,
+        side_exposures=4 if q else 50,
+        speed=args.speed if args.speed is not None else (20.0 if q else 10.0),
+        ingest_rates=rates,
+        ingest_step_s=args.ingest_step if args.ingest_step is not None else (3.0 if q else 5.0),
+        ingest_sustain_s=args.ingest_sustain if args.ingest_sustain is not None else (0.0 if q else 60.0),
+        floor_reps=5 if q else 20,
+        hop_count=50 if q else 300,
+        ddsperf_s=2.0 if q else 5.0,
+        wait_s=15.0 if q else 30.0,
+    )
+
+
+def log(msg: str) -> None:
+    print(f"hs-bench: {msg}", file=sys.stderr, flush=True)
+
+
+def _tail(dep: Deployment, instrument: str, lines: int = 4) -> dict[str, str]:
+    g = GROUPS[instrument]
+    out = {}
+    for role in group_roles(dep, instrument):
+        text = dep.log(f"{g}-{role}").strip().splitlines()
+        if text:
+            out[role] = "\n".join(text[-lines:])
+    return out
+
+
+def _failure(exc: BaseException, dep: Deployment | None = None, instrument: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    if dep is not None and instrument is not None:
+        try:
+            out["logs"] = _tail(dep, instrument)
+        except OSError:
+            pass
+    out["trace"] = traceback.format_exc(limit=3).strip().splitlines()[-3:]
+    return out
+
+
+class Instance:
+    """One camera instance under its own supervisord, with its probe, memory sampler and player."""
+
+    def __init__(self, base: Path, instrument: str, domain: int, port_offset: int):
+        self.instrument = instrument
+        self.dep = Deployment(base / "run", base / "annex", domain, port_offset)
+        self.camera = load_instance(instrument).camera
+        self.probe: Probe | None = None
+        self.mem: MemorySampler | None = None
+        self.player: TimedPlayer | None = None
+        self.memory: dict[str, Any] | None = None
+        self.forwarder: dict[str, Any] = {}
+        self.cache_rtt: dict[str, Any] = {}
+        self.last_tai = 0.0
+        self.startup_retries = 0
+
+    def up(self, timeout: float = 60.0) -> None:
+        self.dep.start()
+        try:
+            self.dep.start_instance(self.instrument)
+        except RuntimeError as exc:  # e.g. a spawn error while the venv's scripts are being reinstalled
+            log(f"{self.instrument}: {str(exc).splitlines()[0]}; retrying once in 3 s")
+            self.startup_retries += 1
+            time.sleep(3.0)
+            self.dep.start_instance(self.instrument)
+        self.dep.wait_running(self.instrument, timeout)
+        self.mem = MemorySampler(self.dep, self.instrument).start()
+        self.probe = Probe(self.dep, self.instrument)
+        self.probe.wait_ready(timeout)
+        self.player = TimedPlayer(self.dep.domain, self.camera)
+
+    def night(self, n: int, speed: float, wait_s: float, overlap: bool = False, first_seq: int = 1) -> NightResult:
+        assert self.player is not None and self.probe is not None
+        start = self.last_tai + 30.0 if self.last_tai else None  # nights follow each other in TAI
+        sc = bench_scenario(self.instrument, n, start=start, first_seq=first_seq, overlap=overlap)
+        self.last_tai = Night(sc).t_end
+        label = "overlap" if overlap else "main"
+        r = play_night(self.player, self.probe, sc, speed, label, wait_s)
+        if not r.fast_ms and not r.lfo_ms:
+            skipped = self.probe.skipped
+            why = f"; {len(skipped)} skipped by the composer, e.g. {next(iter(skipped.values()))}" if skipped else ""
+            raise RuntimeError(f"no header of the {label} night arrived within {wait_s:.0f} s "
+                               f"({len(r.eoit)} endOfImageTelemetry written){why}")  # fmt: skip
+        return r
+
+    def stop_observers(self) -> None:
+        if self.mem is not None:
+            self.memory = self.mem.stop()
+            self.mem = None
+        if self.probe is not None:
+            s = self.probe.close()
+            self.probe = None
+            if s:
+                self.forwarder = {k: s.get(k) for k in ("gaps", "received", "malformed", "hdus", "cards", "errors")}
+                pm = s.get("parse_ms") or []
+                self.forwarder["parse_to_fitshdr_ms"] = round(sorted(pm)[len(pm) // 2], 2) if pm else None
+                self.cache_rtt = ms_summary(s.get("cache_rtt_ms") or [])
+        if self.player is not None:
+            self.player.close()
+            self.player = None
+
+    def header_file(self) -> Path | None:
+        files = sorted(self.dep.annex.glob(f"{self.instrument}/*/*.fits"))
+        return files[-1] if files else None
+
+    def down(self) -> None:
+        try:
+            self.stop_observers()
+        finally:
+            self.dep.stop()
+
+
+def run_camera(inst: Instance, plan: Plan, res: dict[str, Any], series: dict, keep: dict, ingest_here: bool) -> None:
+    name = inst.instrument
+    try:
+        t0 = time.monotonic()
+        log(f"{name}: starting the instance (domain {inst.dep.domain}, port offset {inst.dep.port_offset})")
+        inst.up()
+        log(f"{name}: up in {time.monotonic() - t0:.1f} s; playing {plan.exposures} exposures at {plan.speed:g}x")
+        r = inst.night(plan.exposures, plan.speed, plan.wait_s)
+        res["latency"][name] = r.report()
+        res["latency"][name]["startup_retries"] = inst.startup_retries
+        series[name] = {"fast_path": r.fast_ms, "announcement": r.lfo_ms}
+        keep.setdefault("payload", {})[name] = res["latency"][name]["fast_path_payload_bytes"]
+        log(f"{name}: fast p99 {res['latency'][name]['fast_path']['p99_ms']} ms, "
+            f"announcement p99 {res['latency'][name]['announcement']['p99_ms']} ms")  # fmt: skip
+        if plan.overlap_exposures:
+            try:
+                ro = inst.night(plan.overlap_exposures, plan.speed, plan.wait_s, overlap=True, first_seq=500001)
+                res["overlap"]["overlapping_exposures"][name] = ro.report()
+                series[f"{name} overlap"] = {"fast_path": ro.fast_ms, "announcement": ro.lfo_ms}
+            except Exception as exc:  # noqa: BLE001 - reported, the bench goes on
+                res["overlap"]["overlapping_exposures"][name] = _failure(exc, inst.dep, name)
+        inst.stop_observers()
+        res["memory"][name] = inst.memory
+        res["latency"][name]["forwarder"] = inst.forwarder
+        res["latency"][name]["cache_status_rtt"] = inst.cache_rtt  # over both nights: cache stalls
+        hf = inst.header_file()
+        if hf is not None:
+            keep.setdefault("files", {})[name] = hf
+        if ingest_here:
+            res["ingest"] = _ingest(inst, plan)
+    except Exception as exc:  # noqa: BLE001 - a failed camera is reported, the others go on
+        log(f"{name}: FAILED: {type(exc).__name__}: {exc}")
+        res["latency"][name] = _failure(exc, inst.dep, name)
+        try:
+            inst.stop_observers()
+        except Exception:  # noqa: BLE001 - best effort: the memory seen until the failure
+            pass
+        if inst.memory:
+            res["memory"].setdefault(name, inst.memory)
+    finally:
+        try:
+            inst.down()
+        except Exception as exc:  # noqa: BLE001
+            log(f"{name}: stopping: {exc}")
+
+
+def _ingest(inst: Instance, plan: Plan) -> dict[str, Any]:
+    log(f"ingest: stepping {', '.join(f'{r:.0f}' for r in plan.ingest_rates)} samples/s, {plan.ingest_step_s:g} s each"
+        + (f", then {plan.ingest_sustain_s:g} s at the best lossless rate" if plan.ingest_sustain_s else ""))
+    try:
+        out = run_ingest(inst.dep, inst.instrument, plan.ingest_rates, plan.ingest_step_s, plan.ingest_sustain_s,
+                         min_tai=inst.last_tai)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001
+        return _failure(exc, inst.dep, inst.instrument)
+    return out
+
+
+def run_ingest_alone(base: Path, domain: int, offset: int, plan: Plan) -> dict[str, Any]:
+    inst = Instance(base, "LATISS", domain, offset)
+    try:
+        inst.dep.start()
+        inst.dep.start_instance("LATISS")
+        inst.dep.wait_running("LATISS", 60)
+        time.sleep(2.0)
+        return _ingest(inst, plan)
+    except Exception as exc:  # noqa: BLE001
+        return _failure(exc, inst.dep, "LATISS")
+    finally:
+        inst.dep.stop()
+
+
+def run_side_by_side(base: Path, domain: int, offset: int, plan: Plan, res: dict[str, Any], series: dict) -> dict[str, Any]:
+    insts = {n: Instance(base / f"side-{n}", n, domain + k, offset + 100 * k) for k, n in enumerate(("ComCam", "LSSTCam"))}
+    out: dict[str, Any] = {"status": "ok", "setup": "two supervisord deployments on distinct DDS domains, one machine, "
+                           "nights played concurrently by two players of the bench process"}  # fmt: skip
+    try:
+        for inst in insts.values():
+            inst.dep.start()
+            inst.dep.start_instance(inst.instrument)
+        for inst in insts.values():
+            inst.dep.wait_running(inst.instrument, 60)
+        for inst in insts.values():
+            inst.mem = MemorySampler(inst.dep, inst.instrument).start()
+            inst.probe = Probe(inst.dep, inst.instrument)
+        for inst in insts.values():
+            inst.probe.wait_ready(60)
+            inst.player = TimedPlayer(inst.dep.domain, inst.camera)
+        results: dict[str, Any] = {}
+
+        def play(inst: Instance) -> None:
+            try:
+                results[inst.instrument] = inst.night(plan.side_exposures, plan.speed, plan.wait_s)
+            except Exception as exc:  # noqa: BLE001
+                results[inst.instrument] = _failure(exc, inst.dep, inst.instrument)
+
+        threads = [threading.Thread(target=play, args=(i,)) for i in insts.values()]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        for name, r in results.items():
+            if isinstance(r, NightResult):
+                out[name] = r.report()
+                series[f"{name} side-by-side"] = {"fast_path": r.fast_ms, "announcement": r.lfo_ms}
+            else:
+                out[name] = r
+                out["status"] = "partial"
+        for inst in insts.values():
+            inst.stop_observers()
+            res["memory"][f"{inst.instrument} side-by-side"] = inst.memory
+    except Exception as exc:  # noqa: BLE001
+        out = {**out, **_failure(exc)}
+    finally:
+        for inst in insts.values():
+            try:
+                inst.down()
+            except Exception as exc:  # noqa: BLE001
+                log(f"side by side {inst.instrument}: stopping: {exc}")
+    return out
+
+
+def run_floor(plan: Plan, res: dict[str, Any], keep: dict, domain: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"definition": {
+        "fast_path": "DDS hop + ZMQ hop (event) + ZMQ hop (header)",
+        "announcement": "fast_path floor + fitsio write + MD5 of the same header + DDS hop",
+        "dds_hop": "ddsperf ping/pong half round trip (C, two processes), p50",
+        "zmq_hop": "pyzmq PUB->SUB over tcp loopback, one process, p50",
+    }}  # fmt: skip
+    try:
+        out["dds_hop_ddsperf"] = ddsperf.roundtrip(domain, plan.ddsperf_s, size=300)
+    except Exception as exc:  # noqa: BLE001
+        out["dds_hop_ddsperf"] = _failure(exc)
+    try:
+        out["dds_hop_python"] = floor.dds_hop_python(domain + 1, plan.hop_count)
+    except Exception as exc:  # noqa: BLE001
+        out["dds_hop_python"] = _failure(exc)
+    out["zmq_hop_event"] = floor.zmq_hop(EVENT_BYTES, plan.hop_count)
+    out["zmq_hop_header"] = {}
+    out["fitsio_write_md5"] = {}
+    out["per_camera"] = {}
+    dds = out["dds_hop_ddsperf"].get("hop_p50_ms") or out["dds_hop_python"].get("p50_ms")
+    for name, path in (keep.get("files") or {}).items():
+        try:
+            size = (keep.get("payload") or {}).get(name) or path.stat().st_size
+            zh = out["zmq_hop_header"][name] = floor.zmq_hop(int(size), max(plan.hop_count // 3, 20))
+            fw = out["fitsio_write_md5"][name] = floor.fitsio_write_md5(path, plan.floor_reps)
+            if dds is None:
+                continue
+            fast = dds + out["zmq_hop_event"]["p50_ms"] + zh["p50_ms"]
+            ann = fast + fw["p50_ms"] + dds
+            lat = res["latency"].get(name) or {}
+            out["per_camera"][name] = {
+                "fast_path_ms": round(fast, 3),
+                "announcement_ms": round(ann, 3),
+                "fast_path_ratio_p50": ratio(lat.get("fast_path", {}).get("p50_ms"), fast),
+                "fast_path_ratio_p99": ratio(lat.get("fast_path", {}).get("p99_ms"), fast),
+                "announcement_ratio_p50": ratio(lat.get("announcement", {}).get("p50_ms"), ann),
+                "announcement_ratio_p99": ratio(lat.get("announcement", {}).get("p99_ms"), ann),
+            }
+        except Exception as exc:  # noqa: BLE001
+            out["per_camera"][name] = _failure(exc)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hs-bench", description=__doc__.split("\n\n")[0],
+                                epilog="Exit status: 0 when the bench ran (targets met or not), 1 when it could not.")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="smoke version: LATISS, 8 exposures, short ingest (< 1 min)")
+    p.add_argument("--cameras", help="comma-separated subset of LATISS,ComCam,LSSTCam (default all; LATISS with --quick)")
+    p.add_argument("--exposures", type=int, help="exposures per camera (default 200; 8 with --quick)")
+    p.add_argument("--speed", type=float, help="simulated clock speed (default 10x; 20x with --quick)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the JSON there instead of stdout")
+    p.add_argument("--plot", type=Path, default=Path("bench-latency.png"), metavar="FILE",
+                   help="PNG of the latency distributions (default ./bench-latency.png)")  # fmt: skip
+    p.add_argument("--domain-base", type=int, default=int(os.environ.get("HS_BENCH_DOMAIN", "160")),
+                   help="first of the 10 DDS domain ids the bench uses (default 160; keep within 150-200)")  # fmt: skip
+    p.add_argument("--port-offset", type=int, default=int(os.environ.get("HS_BENCH_PORT_OFFSET", "30000")),
+                   help="base port offset of the bench's instances (default 30000; each gets +100)")  # fmt: skip
+    p.add_argument("--ingest-rates", metavar="R1,R2,...", help="ingest steps in samples/s")
+    p.add_argument("--ingest-step", type=float, metavar="SEC", help="seconds per ingest step (default 5; 3 with --quick)")
+    p.add_argument("--ingest-sustain", type=float, metavar="SEC",
+                   help="seconds of the final run at the best lossless rate (default 60; 0 with --quick)")  # fmt: skip
+    p.add_argument("--no-side-by-side", action="store_true", help="skip ComCam + LSSTCam side by side")
+    p.add_argument("--keep", action="store_true", help="keep the run folders, logs and annexes")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    plan = make_plan(args)
+    sys.setswitchinterval(0.0005)  # the player's timestamps must not wait for another thread's time slice
+    os.environ.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
+    t_start = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="hs-bench-"))
+    dom, off = args.domain_base, args.port_offset
+    res: dict[str, Any] = {
+        "bench": {
+            "version": 1,
+            "argv": sys.argv[1:] if argv is None else argv,
+            "quick": args.quick,
+            "cameras": plan.cameras,
+            "exposures": plan.exposures,
+            "speed": plan.speed,
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "host": {"cpus": os.cpu_count(), "loadavg": list(os.getloadavg()), "python": platform.python_version(),
+                     "platform": platform.platform()},  # fmt: skip
+            "domains": f"{dom}..{dom + 9}",
+            "measuring_nice": BOOST if os.geteuid() == 0 else 0,  # player thread and probe; the instance runs at 0
+            "run_dir": str(tmp) if args.keep else None,
+        },
+        "latency": {},
+        "overlap": {"overlapping_exposures": {}, "side_by_side": None},
+        "floor": {},
+        "ingest": {},
+        "memory": {},
+    }
+    series: dict[str, dict[str, list[float]]] = {}
+    keep: dict[str, Any] = {}
+    phases: dict[str, float] = {}
+    try:
+        ingest_done = False
+        for k, name in enumerate(plan.cameras):
+            t0 = time.monotonic()
+            here = name == "LATISS"
+            run_camera(Instance(tmp / name, name, dom + k, off + 100 * k), plan, res, series, keep, here)
+            ingest_done = ingest_done or (here and bool(res["ingest"]))
+            phases[name] = round(time.monotonic() - t0, 1)
+        if not ingest_done:
+            t0 = time.monotonic()
+            res["ingest"] = run_ingest_alone(tmp / "ingest", dom + 5, off + 500, plan)
+            phases["ingest"] = round(time.monotonic() - t0, 1)
+        if res["ingest"].get("status") == "ok":
+            size = res["ingest"].get("sample_bytes", 64)
+            dp = ddsperf.throughput(dom + 6, max(plan.ddsperf_s, 3.0), size=size)
+            res["ingest"]["ddsperf"] = dp
+            ours = res["ingest"]["sustained_per_s"] or res["ingest"]["max_lossless_step_per_s"]
+            res["ingest"]["ratio_to_ddsperf"] = ratio(ours, dp.get("samples_per_s"), 4)
+        if {"ComCam", "LSSTCam"} <= set(plan.cameras) and not args.no_side_by_side:
+            t0 = time.monotonic()
+            log(f"ComCam and LSSTCam side by side: {plan.side_exposures} exposures each")
+            res["overlap"]["side_by_side"] = run_side_by_side(tmp / "side", dom + 3, off + 300, plan, res, series)
+            phases["side_by_side"] = round(time.monotonic() - t0, 1)
+        else:
+            res["overlap"]["side_by_side"] = {"status": "skipped", "reason": "needs --cameras with ComCam and LSSTCam"}
+        t0 = time.monotonic()
+        log("floor: ddsperf ping/pong, ZeroMQ hops, fitsio + MD5")
+        res["floor"] = run_floor(plan, res, keep, dom + 7)
+        phases["floor"] = round(time.monotonic() - t0, 1)
+    except KeyboardInterrupt:
+        log("interrupted")
+        res["bench"]["interrupted"] = True
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    res["targets"] = evaluate(res)
+    floors = {n: v for n, v in (res["floor"].get("per_camera") or {}).items() if isinstance(v, dict) and "fast_path_ms" in v}
+    try:
+        write_plot(args.plot, series, {n: {"fast_path": v["fast_path_ms"], "announcement": v["announcement_ms"]} for n, v in floors.items()},
+                   res.get("ingest"), f"hs-bench {', '.join(plan.cameras)}: {plan.exposures} exposures at {plan.speed:g}x "
+                   f"on {os.cpu_count()} CPUs ({res['bench']['started']})")  # fmt: skip
+        res["plot"] = str(args.plot.resolve())
+    except Exception as exc:  # noqa: BLE001
+        res["plot"] = None
+        res["plot_error"] = f"{type(exc).__name__}: {exc}"
+    res["bench"]["phases_s"] = phases
+    res["bench"]["wall_s"] = round(time.monotonic() - t_start, 1)
+    text = json.dumps(res, indent=1, default=str)
+    if args.json:
+        args.json.write_text(text + "\n")
+    else:
+        print(text, flush=True)
+    print(summary_text(res), file=sys.stderr, flush=True)
+    ran = any(isinstance(v, dict) and v.get("status") == "ok" for v in res["latency"].values())
+    return 0 if ran else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
