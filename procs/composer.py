@@ -118,7 +118,9 @@ class Composer:
         self.router.bind(cfg.endpoints.composer_router)
         self.recent: OrderedDict[str, Any] = OrderedDict()  # imageName -> SensorContext (per-sensor requests)
         self.sender = Sender(sender_id("composer", cfg.instrument))
-        self.fast_sender = Sender(self.sender.sender)
+        self.fast_sender = Sender(self.sender.sender)  # hdr.* only: forwarders see contiguous numbers
+        self.ctl_sender = Sender(sender_id("composer-ctl", cfg.instrument))  # status, skipped, faults
+        self.reply_sender = Sender(sender_id("composer-reply", cfg.instrument))  # ROUTER answers
         self.cache = CacheClient(cfg.endpoints.cache_router, Sender(self.sender.sender + "/req"), timeout_s=5.0)
         self.warm_up()
         self.csc.refresh(1.0)
@@ -274,7 +276,7 @@ class Composer:
         self.skipped[name] = reason
         self.counts["skipped"] += 1
         log.warning("%s skipped: %s", name, reason)
-        self.pub.send_multipart(self.fast_sender.frames(f"ctl.skipped.{self.cfg.instrument}.{name}", {"imageName": name, "reason": reason}))
+        self.pub.send_multipart(self.ctl_sender.frames(f"ctl.skipped.{self.cfg.instrument}.{name}", {"imageName": name, "reason": reason}))
         self.save()
         return False
 
@@ -324,7 +326,7 @@ class Composer:
             snapshots, windows = {}, {}
             reasons = reasons + [f"telemetry unavailable: {exc}"]
             self.counts["cache_unavailable"] += 1
-            self.pub.send_multipart(fault_frames(self.fast_sender, self.cfg.instrument, ErrorCode.CACHE_UNREACHABLE, str(exc)))
+            self.pub.send_multipart(fault_frames(self.ctl_sender, self.cfg.instrument, ErrorCode.CACHE_UNREACHABLE, str(exc)))
         overrides, overrides_version = self.operator_cards()
         inputs = ExposureInputs(exp.image_name, exp.events, points, snapshots, windows, reasons, overrides, overrides_version)
         if version is None:
@@ -443,11 +445,11 @@ class Composer:
                 raise KeyError(f"unknown op {req.get('op')!r}")
             if req.get("op") == "recompose":
                 body = {"results": [self.recompose(n) for n in req["imageNames"]]}
-                self.router.send_multipart(ident + self.fast_sender.frames(f"ctl.reply.recompose", body))
+                self.router.send_multipart(ident + self.reply_sender.frames(f"ctl.reply.recompose", body))
                 return
             if req.get("op") == "status":
                 body = {"counts": self.counts.as_dict(), "open": sorted(self.open), "done": self.done, "unacked": sorted(self.unacked)}
-                self.router.send_multipart(ident + self.fast_sender.frames(f"ctl.reply.status", body))
+                self.router.send_multipart(ident + self.reply_sender.frames(f"ctl.reply.status", body))
                 return
             image, sensor = req["imageName"], req["sensor"]
             ctx = self.recent.get(image)
@@ -460,7 +462,7 @@ class Composer:
             self.counts["bad_requests"] += 1
             log.warning("bad request: %s", exc)
             body = {"error": str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)}
-        self.router.send_multipart(ident + self.fast_sender.frames(f"hdr.{self.cfg.instrument}.sensor", body))
+        self.router.send_multipart(ident + self.reply_sender.frames(f"hdr.{self.cfg.instrument}.sensor", body))
 
     def report_bad_values(self, image: str, provenance: dict[str, Any]) -> None:
         """Values that arrived but could not be written (NaN, bad text...) are logged and counted."""
@@ -479,7 +481,7 @@ class Composer:
 
     def publish_status(self) -> None:
         self.pub.send_multipart(
-            self.fast_sender.frames(
+            self.ctl_sender.frames(
                 f"ctl.status.composer.{self.cfg.instrument}",
                 {"counts": self.counts.as_dict(), "open": sorted(self.open), "composed": len(self.done)},
             )

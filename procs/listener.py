@@ -69,7 +69,7 @@ class DdsBus:
             st = sal.get_topic(component, name)
             qos = sal.qos_for(st.kind)
             topic = Topic(self.dp, st.dds_name, sal.idl_class(component, name), qos=qos)
-            reader = DataReader(self.dp, topic, qos=qos)
+            reader = DataReader(self.dp, topic, qos=sal.reader_qos(st.kind))
             cond = ReadCondition(reader, SampleState.NotRead | ViewState.Any | InstanceState.Any)
             self.waitset.attach(cond)
             self.readers.append((component, name, reader))
@@ -117,7 +117,7 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
     sender = Sender(sender_id("listener", cfg.instrument))
     router = ctx.socket(zmq.ROUTER)
     router.bind(cfg.endpoints.listener_router)
-    status_sender = Sender(sender.sender + "/status")  # own sequence: sal.* numbers stay contiguous
+    status_sender = Sender(sender_id("listener-status", cfg.instrument))  # sal.* numbers stay contiguous
     ring: deque[tuple[int, list[bytes]]] = deque(maxlen=cfg.listener_replay)
     bus = DdsBus(cfg.dds_domain, topics)
     log.info(

@@ -157,7 +157,8 @@ class InstanceConfig(Strict):
     cache_max_age: float = Field(default=7200.0, gt=0)
     cache_max_samples: int = Field(default=20000, gt=0)
     cache_max_disk_mb: float = Field(default=2000.0, gt=0)
-    listener_replay: int = Field(default=200000, gt=0)  # messages kept for replay to a resyncing cache
+    cache_max_topic_mb: float = Field(default=48.0, gt=0)  # in-memory history per topic
+    listener_replay: int = Field(default=20000, gt=0)  # messages kept for replay to a resyncing cache
     telemetry_max_age: float = Field(default=10.0, gt=0)
     collect_wait: float = Field(default=0.5, ge=0)
     sensors_nominal: list[str]

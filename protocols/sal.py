@@ -202,6 +202,17 @@ def qos_for(kind: str) -> Any:
     return Qos(*policies)
 
 
+def reader_qos(kind: str, depth: int = 10000) -> Any:
+    """QoS of the Header Service's own readers: SAL's, with a deep history so that a pause of the
+    reading process (garbage collection, a burst) does not overwrite samples before they are taken."""
+    from cyclonedds.core import Policy, Qos
+    from cyclonedds.util import duration
+
+    policies = [Policy.Reliability.Reliable(duration(seconds=1)), Policy.History.KeepLast(depth)]
+    policies.append(Policy.Durability.TransientLocal if kind == "event" else Policy.Durability.Volatile)
+    return Qos(*policies)
+
+
 def make_sample(component: str, name: str, sal_index: int = 0, /, **values: Any) -> Any:
     """Build a sample with defaults for every field not given (SAL writers fill all fields)."""
     topic = get_topic(component, name)
