@@ -80,7 +80,7 @@ def format_card(key: str, value: Any, comment: str = "") -> list[str]:
     return _format_card(key, value, comment)
 
 
-@lru_cache(maxsize=65536, typed=True)
+@lru_cache(maxsize=32768, typed=True)
 def _format_card_cached(key: str, value: Any, comment: str) -> tuple[str, ...]:
     return tuple(_format_card(key, value, comment))
 

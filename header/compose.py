@@ -206,7 +206,7 @@ def observed(ra: float, dec: float, t: float) -> tuple[float, float, float, floa
     return alt, az, astro.hour_angle_hours(ra, dec, t), astro.airmass(alt)
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=1024)
 def encoded_hdu(cards: tuple[str, ...]) -> tuple[str, ...]:
     """Card images of one HDU with CHECKSUM/DATASUM, memoized on its cards."""
     return tuple(split_cards(encode_hdu(list(cards))))

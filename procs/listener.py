@@ -22,6 +22,7 @@ from protocols.config import InstanceConfig, load_keyword_map
 from protocols.envelope import EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
 
 log = logging.getLogger("listener")
+REPLAY_BYTES = 48e6  # payload bytes the replay ring keeps, whatever the message count
 
 
 def needed_topics(cfg: InstanceConfig) -> list[tuple[str, str]]:
@@ -118,7 +119,8 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
     router = ctx.socket(zmq.ROUTER)
     router.bind(cfg.endpoints.listener_router)
     status_sender = Sender(sender_id("listener-status", cfg.instrument))  # sal.* numbers stay contiguous
-    ring: deque[tuple[int, list[bytes]]] = deque(maxlen=cfg.listener_replay)
+    ring: deque[tuple[int, list[bytes]]] = deque()
+    ring_bytes = 0
     bus = DdsBus(cfg.dds_domain, topics)
     log.info(
         "listening on DDS domain %d to %d topics, publishing on %s",
@@ -139,6 +141,9 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
             frames = sender.frames(f"sal.{component}.{name}", payload)
             pub.send_multipart(frames)
             ring.append((sender.seq, frames))
+            ring_bytes += len(frames[2])
+            while (ring_bytes > REPLAY_BYTES or len(ring) > cfg.listener_replay) and len(ring) > 1:
+                ring_bytes -= len(ring.popleft()[1][2])
             counts["samples"] += 1
         serve_replays(router, ring, sender, counts)
         if time.monotonic() - last_status > 10:
