@@ -242,8 +242,6 @@ class Computer:
         self.end = _event_time(inputs, "endOfImageTelemetry", "timestampDateEnd") or (
             self.beg + exptime if self.beg else None
         )
-        self._altaz: tuple[float, float] | None | bool = False
-        self._obs_cache: dict[str, Any] = {}
 
     def value(self, name: str) -> Any:
         fn = getattr(self, f"c_{name}", None)
@@ -263,10 +261,8 @@ class Computer:
         return float(ra.value), float(dec.value)
 
     def _mid_altaz(self) -> tuple[float, float] | None:
-        if self._altaz is False:
-            p, mid = self._pointing(), self._mid()
-            self._altaz = observed(p[0], p[1], mid)[:2] if p and mid else None
-        return self._altaz  # type: ignore[return-value]
+        p, mid = self._pointing(), self._mid()
+        return observed(p[0], p[1], mid)[:2] if p and mid else None
 
     def c_file_date(self) -> str:
         return astro.utc_iso(self.now)
@@ -297,14 +293,9 @@ class Computer:
         return self.inputs.points.get(point)
 
     def _observed(self, point: str) -> tuple[float, float, float, float | None] | None:
-        """(alt, az, ha_hours, airmass) of the commanded pointing at a collection point (astropy/ERFA)."""
-        cached = self._obs_cache.get(point, False)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
+        """(alt, az, ha_hours, airmass) of the commanded pointing at a collection point (memoized)."""
         p, t = self._pointing(), self._pointing_at(point)
-        out = observed(p[0], p[1], t) if p and t else None
-        self._obs_cache[point] = out
-        return out
+        return observed(p[0], p[1], t) if p and t else None
 
     def c_airmass_start(self) -> float | None:
         o = self._observed("start")

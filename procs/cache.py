@@ -183,9 +183,7 @@ class CacheServer:
         self.router = ctx.socket(zmq.ROUTER)
         self.router.bind(cfg.endpoints.cache_router)
         self.sender = Sender(sender_id("cache", cfg.instrument))
-        self.listener = ctx.socket(zmq.REQ)
-        self.listener.setsockopt(zmq.LINGER, 0)
-        self.listener.connect(cfg.endpoints.listener_router)
+        self.listener = messages.CacheClient(cfg.endpoints.listener_router, self.sender, timeout_s=3.0, peer="listener")
         self.restore()
 
     def restore(self) -> None:
@@ -209,14 +207,11 @@ class CacheServer:
 
     def replay(self, sender: str, since: int) -> bool:
         """Ask the listener for the messages after ``since``; False when it cannot give them all."""
-        self.listener.send_multipart(self.sender.frames("ctl.request.replay", {"op": "replay", "since": since}))
-        if not self.listener.poll(3000):
-            self.listener.close()
-            self.listener = zmq.Context.instance().socket(zmq.REQ)
-            self.listener.setsockopt(zmq.LINGER, 0)
-            self.listener.connect(self.cfg.endpoints.listener_router)
+        try:
+            body = self.listener.request({"op": "replay", "since": since})
+        except messages.CacheUnavailable as exc:
+            log.warning("replay not possible: %s", exc)
             return False
-        body = decode(self.listener.recv_multipart()).payload
         if body.get("sender") != sender:
             return False
         for topic, seq, payload in body.get("messages", []):

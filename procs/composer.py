@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
 import time
-from pathlib import Path
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from header import astro
 from header.compose import CAMERA_EVENTS, ExposureInputs, Templates, compose_header
-from procs.journal import read_json, write_json_atomic
-from protocols.csc_state import CscStateFollower, ErrorCode, fault_frames
 from procs.common import Counters, Stop, base_parser, drain, setup
+from procs.journal import read_json, write_json_atomic
 from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_template
 from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, split_identity, tai_now
+from protocols.csc_state import CscStateFollower, ErrorCode, fault_frames
 from protocols.messages import CacheClient, CacheUnavailable, topic_key
 
 log = logging.getLogger("composer")
@@ -45,7 +45,6 @@ class OpenExposure:
     image_name: str
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_seq: tuple[str, int] = ("", 0)
-    opened: float = field(default_factory=time.monotonic)
     deadline_tai: float | None = None
     deadline_wall: float | None = None
     grace_wall: float | None = None  # end seen before start: finish when this passes
@@ -251,11 +250,10 @@ class Composer:
             exp.last_seq = seq
         self.bus_time = max(self.bus_time, float(sample["sndStamp"]))
         if topic == "startIntegration":
-            d = data
-            timeout = float(d.get("timeout") or 0) or float(d.get("exposureTime") or 0) + 30.0
+            timeout = float(data.get("timeout") or 0) or float(data.get("exposureTime") or 0) + 30.0
             exp.deadline_tai = sample["sndStamp"] + timeout + self.cfg.end_deadline
             exp.deadline_wall = time.monotonic() + timeout + self.cfg.end_deadline
-            log.info("exposure %s started (%.1f s)", name, float(d.get("exposureTime") or 0))
+            log.info("exposure %s started (%.1f s)", name, float(data.get("exposureTime") or 0))
         if topic == "startReadout" and "endOfImageTelemetry" not in exp.events and source == "listener":
             self.precompose(exp)
         if "endOfImageTelemetry" in exp.events:
@@ -299,8 +297,8 @@ class Composer:
         """Events this process missed (restart, gap) are looked up in the cache's history."""
         t1 = max(points.values()) if points else tai_now()
         for topic in ("startIntegration", "startReadout", "endReadout", "imageReadoutParameters"):
-            if topic not in exp.events and not self.fill_missing_event(exp, topic, t1):
-                continue
+            if topic not in exp.events:
+                self.fill_missing_event(exp, topic, t1)
 
     def finish(self, exp: OpenExposure, reasons: list[str], version: int | None = None) -> None:
         """Compose, send and journal one header (real time, late reissue and catch-up alike)."""
@@ -400,10 +398,9 @@ class Composer:
     def recompose(self, name: str, events: dict[str, Any] | None = None, same_version: bool = False) -> dict[str, Any]:
         """Compose an image again from its events (journal or cache): late events, catch-up."""
         exp = OpenExposure(name, dict(events or self.done_events.get(name, {})))
-        self.fill_missing_events(exp, collection_points(exp.events) or {"end": tai_now()})
-        for topic in ("endOfImageTelemetry",):
-            if topic not in exp.events:
-                self.fill_missing_event(exp, topic)
+        self.fill_missing_events(exp, collection_points(exp.events))
+        if "endOfImageTelemetry" not in exp.events:
+            self.fill_missing_event(exp, "endOfImageTelemetry")
         if not exp.events:
             return {"imageName": name, "error": "no camera event of this image in the journal or the cache"}
         prev = int(self.done.get(name, [0])[0])
@@ -443,26 +440,27 @@ class Composer:
                 raise EnvelopeError("request payload is not an object")
             if req.get("op", "sensor") not in ("sensor", "recompose", "status"):
                 raise KeyError(f"unknown op {req.get('op')!r}")
-            if req.get("op") == "recompose":
+            op = req.get("op", "sensor")
+            topic = f"ctl.reply.{op}"
+            if op == "recompose":
                 body = {"results": [self.recompose(n) for n in req["imageNames"]]}
-                self.router.send_multipart(ident + self.reply_sender.frames(f"ctl.reply.recompose", body))
-                return
-            if req.get("op") == "status":
+            elif op == "status":
                 body = {"counts": self.counts.as_dict(), "open": sorted(self.open), "done": self.done, "unacked": sorted(self.unacked)}
-                self.router.send_multipart(ident + self.reply_sender.frames(f"ctl.reply.status", body))
-                return
-            image, sensor = req["imageName"], req["sensor"]
-            ctx = self.recent.get(image)
-            if ctx is None:
-                raise KeyError(f"{image} is not among the last {RECENT_HEADERS} headers composed")
-            body = ctx.sensor_header(sensor)
-            body["imageName"] = image
-            body["version"] = self.done.get(image, [1])[0]
+            else:
+                image, sensor = req["imageName"], req["sensor"]
+                ctx = self.recent.get(image)
+                if ctx is None:
+                    raise KeyError(f"{image} is not among the last {RECENT_HEADERS} headers composed")
+                body = ctx.sensor_header(sensor)
+                body["imageName"] = image
+                body["version"] = self.done.get(image, [1])[0]
+                topic = f"hdr.{self.cfg.instrument}.sensor"
         except (EnvelopeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             self.counts["bad_requests"] += 1
             log.warning("bad request: %s", exc)
+            topic = f"hdr.{self.cfg.instrument}.sensor"
             body = {"error": str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)}
-        self.router.send_multipart(ident + self.reply_sender.frames(f"hdr.{self.cfg.instrument}.sensor", body))
+        self.router.send_multipart(ident + self.reply_sender.frames(topic, body))
 
     def report_bad_values(self, image: str, provenance: dict[str, Any]) -> None:
         """Values that arrived but could not be written (NaN, bad text...) are logged and counted."""

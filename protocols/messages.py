@@ -29,10 +29,14 @@ class CacheUnavailable(RuntimeError):
 
 
 class CacheClient:
-    """REQ client with a timeout; the socket is rebuilt after a timeout (lazy-pirate pattern)."""
+    """REQ client with a timeout; the socket is rebuilt after a timeout (lazy-pirate pattern).
 
-    def __init__(self, endpoint: str, sender: Sender, timeout_s: float = 2.0):
+    Used for the cache's ROUTER and, by the cache, for the listener's replay ROUTER (``peer``).
+    """
+
+    def __init__(self, endpoint: str, sender: Sender, timeout_s: float = 2.0, peer: str = "cache"):
         self.endpoint = endpoint
+        self.peer = peer
         self.sender = sender
         self.timeout_ms = int(timeout_s * 1000)
         self.ctx = zmq.Context.instance()
@@ -51,15 +55,15 @@ class CacheClient:
         if not sock.poll(timeout_ms or self.timeout_ms):
             sock.close()
             self.sock = None
-            raise CacheUnavailable(f"no answer from the cache at {self.endpoint}")
+            raise CacheUnavailable(f"no answer from the {self.peer} at {self.endpoint}")
         msg = decode(sock.recv_multipart())
         if not isinstance(msg.payload, dict):
-            raise EnvelopeError("cache reply is not an object")
+            raise EnvelopeError(f"{self.peer} reply is not an object")
         if "error" in msg.payload:
-            raise CacheUnavailable(f"cache refused the request: {msg.payload['error']}")
+            raise CacheUnavailable(f"{self.peer} refused the request: {msg.payload['error']}")
         return msg.payload
 
-    def close(self) -> None:
+    def close(self, linger: int = 0) -> None:
         if self.sock is not None:
-            self.sock.close()
+            self.sock.close(linger=linger)
             self.sock = None
