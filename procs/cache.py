@@ -9,12 +9,13 @@ time: late or replayed samples land in their place in the history.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import gc
-import json
 import logging
+import struct
 import time
-from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +23,34 @@ import zmq
 
 from procs.common import Counters, Stop, base_parser, drain, setup
 from procs.journal import read_json, write_json_atomic
-from protocols import messages, sal
+from protocols import messages, sal, salrecord
 from protocols.config import InstanceConfig
-from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, split_identity
+from protocols.envelope import Envelope, EnvelopeError, GapTracker, Sender, decode, sender_id, split_identity
 
 log = logging.getLogger("cache")
 REFILL_AFTER = 5.0  # s after an outage closes before samples inside it count as a replay
 SEGMENT_SECONDS = 600.0  # a new history segment on disk every 10 minutes
 
 
+@lru_cache(maxsize=8192)
+def _decoded(component: str, topic: str, raw: bytes) -> dict[str, Any]:
+    """A stored record decoded; memoized, since each snapshot is read at several collection points
+    and by the provisional composition (bytes keep their hash, so a lookup costs one dict probe)."""
+    return salrecord.decode(component, topic, raw)
+
+
 class History:
     """Samples of one topic key, ordered by TAI time, bounded by age, count and bytes.
 
-    Samples are kept as their compact JSON text and decoded when asked for: a 20 Hz mount topic
-    with six 100-element arrays costs half the memory it would as Python objects.
+    Samples are kept as the SAL records the listener sent (CDR bytes behind a small header) and
+    decoded only when asked for.
     """
 
-    __slots__ = ("times", "samples", "nbytes")
+    __slots__ = ("component", "topic", "times", "samples", "nbytes")
 
-    def __init__(self) -> None:
+    def __init__(self, component: str, topic: str) -> None:
+        self.component = component
+        self.topic = topic
         self.times: list[float] = []
         self.samples: list[bytes] = []
         self.nbytes = 0
@@ -54,6 +64,8 @@ class History:
             self.times.insert(i, t)
             self.samples.insert(i, raw)
         self.nbytes += len(raw)
+        if len(self.times) <= max_samples and self.times[0] >= self.times[-1] - max_age and self.nbytes <= max_bytes:
+            return
         horizon = self.times[-1] - max_age
         drop = max(len(self.times) - max_samples, bisect.bisect_left(self.times, horizon))
         while self.nbytes - sum(len(r) for r in self.samples[:drop]) > max_bytes and drop < len(self.times) - 1:
@@ -63,36 +75,54 @@ class History:
             del self.times[:drop]
             del self.samples[:drop]
 
+    def decode(self, raw: bytes) -> dict[str, Any] | None:
+        """The sample, or None when its bytes do not decode (it then counts as missing)."""
+        try:
+            return _decoded(self.component, self.topic, raw)
+        except salrecord.RecordError as exc:
+            log.warning("stored %s.%s sample not decodable: %s", self.component, self.topic, exc)
+            return None
+
     def as_of(self, t: float) -> dict[str, Any] | None:
         i = bisect.bisect_right(self.times, t)
-        return json.loads(self.samples[i - 1]) if i else None
+        return self.decode(self.samples[i - 1]) if i else None
 
     def between(self, t0: float, t1: float) -> list[dict[str, Any]]:
         lo, hi = bisect.bisect_left(self.times, t0), bisect.bisect_right(self.times, t1)
-        return [json.loads(r) for r in self.samples[lo:hi]]
+        return [d for d in map(self.decode, self.samples[lo:hi]) if d is not None]
 
     def latest(self) -> dict[str, Any] | None:
-        return json.loads(self.samples[-1]) if self.samples else None
+        return self.decode(self.samples[-1]) if self.samples else None
 
 
 class Store:
     """All histories, keyed ``Component.topic:salIndex``."""
 
     def __init__(self, max_samples: int, max_age: float, max_topic_bytes: float = 64e6):
-        self.histories: dict[str, History] = defaultdict(History)
+        self.histories: dict[str, History] = {}
         self.max_samples = max_samples
         self.max_age = max_age
         self.max_topic_bytes = max_topic_bytes
+        self.keys: dict[tuple[bytes, int], str] = {}  # (topic frame, salIndex) -> topic key
 
-    def add(self, sample: dict[str, Any], raw: bytes | None = None) -> bytes:
-        """Add one sample (``raw``: its JSON text when already at hand); returns that text."""
-        t = sample.get("sndStamp")
-        if not isinstance(t, (int, float)) or isinstance(t, bool) or t != t or t <= 0:
+    def key_of(self, topic_frame: bytes, sal_index: int) -> str:
+        key = self.keys.get((topic_frame, sal_index))
+        if key is None:
+            component, topic = salrecord.split_topic(topic_frame.decode("ascii"))
+            sal.get_topic(component, topic)  # a topic the SAL interface does not define is refused
+            key = messages.topic_key(component, topic, sal_index)
+            self.histories[key] = History(component, topic)
+            self.keys[(topic_frame, sal_index)] = key
+        return key
+
+    def add(self, topic_frame: bytes, raw: bytes) -> tuple[str, float]:
+        """Store one SAL record under its topic; returns its key and TAI time."""
+        sal_index, t, _rcv, _src = salrecord.peek(raw)
+        if t is None or t <= 0:
             raise ValueError(f"sample has no usable private_sndStamp: {t!r}")
-        key = messages.topic_key(sample["component"], sample["topic"], int(sample.get("salIndex", 0)))
-        raw = raw if raw is not None else json.dumps(sample, separators=(",", ":")).encode()
-        self.histories[key].add(float(t), raw, self.max_samples, self.max_age, self.max_topic_bytes)
-        return raw
+        key = self.key_of(topic_frame, sal_index)
+        self.histories[key].add(t, raw, self.max_samples, self.max_age, self.max_topic_bytes)
+        return key, t
 
     def as_of(self, key: str, t: float) -> dict[str, Any] | None:
         h = self.histories.get(key)
@@ -113,52 +143,67 @@ class Store:
 
 
 class Persistence:
-    """The cache's history on disk: JSON-lines segments appended every second, rotated and
-    pruned by age and total size, replayed at start so a restart loses at most the last second."""
+    """The cache's history on disk: binary segments appended every second, rotated and pruned by
+    age and total size, replayed at start so a restart loses at most the last second.
+
+    A segment is a sequence of entries ``<uint16 topic length><uint32 record length><topic><record>``
+    (little-endian), the topic frame and SAL record exactly as the listener sent them; a torn last
+    entry after a kill is ignored."""
+
+    ENTRY = struct.Struct("<HI")
 
     def __init__(self, folder: Path, max_age: float, max_bytes: float):
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.max_age = max_age
         self.max_bytes = max_bytes
-        self.buffer: list[str] = []
+        self.buffer: list[bytes] = []
         self.segment: Path | None = None
         self.segment_opened = 0.0
 
-    def add(self, raw: bytes) -> None:
-        self.buffer.append(raw.decode())
+    def add(self, topic_frame: bytes, raw: bytes) -> None:
+        self.buffer += (self.ENTRY.pack(len(topic_frame), len(raw)), topic_frame, raw)
 
     def flush(self, meta: dict[str, Any]) -> None:
         now = time.time()
         if self.segment is None or now - self.segment_opened > SEGMENT_SECONDS:
-            self.segment = self.folder / f"seg-{now:017.6f}.jsonl"
+            self.segment = self.folder / f"seg-{now:017.6f}.hsr"
             self.segment_opened = now
             self.prune()
         if self.buffer:
-            with open(self.segment, "a") as fh:
-                fh.write("\n".join(self.buffer) + "\n")
+            with open(self.segment, "ab") as fh:
+                fh.write(b"".join(self.buffer))
             self.buffer.clear()
         write_json_atomic(self.folder / "meta.json", meta)
 
     def prune(self) -> None:
-        segs = sorted(self.folder.glob("seg-*.jsonl"))
+        segs = sorted(self.folder.glob("seg-*.hsr"))
         now = time.time()
         total = sum(p.stat().st_size for p in segs)
         for p in segs[:-1]:
             if now - p.stat().st_mtime > self.max_age or total > self.max_bytes:
                 total -= p.stat().st_size
                 p.unlink(missing_ok=True)
+        for old in self.folder.glob("seg-*.jsonl"):  # JSON segments of an earlier release: unreadable now
+            old.unlink(missing_ok=True)
 
     def load(self, store: "Store") -> tuple[int, dict[str, Any]]:
         n = 0
-        for p in sorted(self.folder.glob("seg-*.jsonl")):
-            with open(p) as fh:
-                for line in fh:
-                    try:
-                        store.add(json.loads(line), line.rstrip("\n").encode())
-                        n += 1
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a torn last line after a kill
+        for p in sorted(self.folder.glob("seg-*.hsr")):
+            data = p.read_bytes()
+            pos = 0
+            while pos + self.ENTRY.size <= len(data):
+                lt, lr = self.ENTRY.unpack_from(data, pos)
+                end = pos + self.ENTRY.size + lt + lr
+                if end > len(data):
+                    break  # a torn last entry after a kill
+                topic = data[pos + self.ENTRY.size : pos + self.ENTRY.size + lt]
+                try:
+                    store.add(topic, data[end - lr : end])
+                    n += 1
+                except (ValueError, KeyError) as exc:
+                    log.warning("unreadable entry in %s skipped: %s", p.name, exc)
+                pos = end
         return n, read_json(self.folder / "meta.json", {})
 
 
@@ -216,43 +261,47 @@ class CacheServer:
             return False
         for topic, seq, payload in body.get("messages", []):
             if seq > self.applied.get(sender, 0):
-                self.apply(json.loads(payload), sender, seq, payload.encode())
+                try:
+                    self.apply(topic.encode(), base64.b64decode(payload), sender, seq)
+                except (ValueError, KeyError) as exc:
+                    self.counts["bad_messages"] += 1
+                    log.warning("bad replayed message ignored: %s", exc)
         self.counts["replayed"] += len(body.get("messages", []))
         return int(body.get("oldest", 0)) <= since + 1
-    def apply(self, sample: dict[str, Any], sender: str, seq: int, raw: bytes | None = None) -> None:
-        self.disk.add(self.store.add(sample, raw))
+
+    def apply(self, topic_frame: bytes, raw: bytes, sender: str, seq: int) -> None:
+        key, t = self.store.add(topic_frame, raw)
+        self.disk.add(topic_frame, raw)
         self.applied[sender] = seq
-        t = float(sample["sndStamp"])
         if (
             self.outages
             and self.outages[-1][0] < t < self.outages[-1][1]
             and time.monotonic() - self.outage_closed > REFILL_AFTER
-            and self.is_telemetry(sample)
+            and self.is_telemetry(key)
         ):
             self.counts["outage_refilled"] += 1
             log.info("samples inside the outage %s arrive (replayed): outage cleared", self.outages[-1])
             self.outages.pop()
-        if self.open_outage is not None and self.is_telemetry(sample) and t > self.open_outage:
+        if self.open_outage is not None and self.is_telemetry(key) and t > self.open_outage:
             self.outages.append([self.open_outage, t])
             self.outage_closed = time.monotonic()
             self.flush()  # what the bus missed must survive this process too
             log.warning("bus not observed between %.3f and %.3f TAI", self.open_outage, t)
             self.open_outage = None
-        if self.open_outage is None:
-            self.last_sample_time = max(self.last_sample_time, t)
+        if self.open_outage is None and t > self.last_sample_time:
+            self.last_sample_time = t
         self.counts["samples"] += 1
 
-    @staticmethod
-    def is_telemetry(sample: dict[str, Any]) -> bool:
-        try:
-            return sal.get_topic(sample["component"], sample["topic"]).kind == "telemetry"
-        except (KeyError, sal.UnknownTopicError):
-            return False
+    def is_telemetry(self, key: str) -> bool:
+        h = self.store.histories[key]
+        return sal.get_topic(h.component, h.topic).kind == "telemetry"
 
     def on_sample(self, frames: list[bytes]) -> None:
+        """One listener message: the envelope is checked, the record stored as it came."""
         try:
-            msg = decode(frames)
-            env = msg.envelope
+            if len(frames) != 3:
+                raise EnvelopeError(f"expected 3 frames (topic, envelope, payload), got {len(frames)}")
+            env = Envelope.decode(frames[1])
             st = self.gaps.check(env)
             if st.duplicate:
                 return
@@ -268,10 +317,8 @@ class CacheServer:
                 if not self.replay(env.sender, env.seq - st.gap - 1):
                     log.warning("gap of %d message(s) from %s not recoverable: outage recorded", st.gap, env.sender)
                     self.open_outage = self.last_sample_time
-            if not isinstance(msg.payload, dict):
-                raise EnvelopeError(f"payload of {msg.topic} is not an object")
-            self.apply(msg.payload, env.sender, env.seq, frames[2])
-        except (EnvelopeError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            self.apply(frames[0], frames[2], env.sender, env.seq)
+        except (EnvelopeError, ValueError, KeyError, UnicodeDecodeError) as exc:
             self.counts["bad_messages"] += 1
             log.warning("bad message from the listener ignored: %s", exc)
 

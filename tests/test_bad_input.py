@@ -199,10 +199,10 @@ def test_store_rejects_sample_without_sndstamp() -> None:
     from procs.cache import Store
 
     store = Store(100, 3600.0)
-    for bad in (None, NAN, 0, -5.0, "1000", True):
+    for bad in (None, NAN, 0.0, -5.0, INF):
         with pytest.raises(ValueError, match="sample has no usable private_sndStamp"):
-            store.add({"component": "ESS", "topic": "airFlow", "salIndex": 301, "sndStamp": bad, "data": {}})
-    assert store.histories == {}
+            store.add(b"sal.ESS.airFlow", airflow_record(301, bad, 3.0))
+    assert all(not h.times for h in store.histories.values())
 
 
 def test_clean_scalar_unsupported_type() -> None:
@@ -500,21 +500,39 @@ def cache_server(clean_env: None, tmp_path: Path):  # noqa: ANN201
             sock.close(linger=0)
 
 
+def airflow_record(index: int, stamp: float | None, speed: float) -> bytes:
+    """An ESS.airFlow sample as the listener forwards it (a SAL record around its CDR bytes)."""
+    from protocols import sal, salrecord
+
+    s = sal.make_sample("ESS", "airFlow", index, private_sndStamp=1000.0 if stamp is None else stamp, speed=speed)
+    return salrecord.encode(s.serialize(), index, stamp, 1000.0, None)
+
+
 def test_cache_counts_listener_garbage(cache_server) -> None:
     snd = Sender("listener.LATISS@test:1:0")
-    good = snd.frames("sal.ESS.airFlow", {"component": "ESS", "topic": "airFlow", "salIndex": 301,
-                                          "sndStamp": 1000.0, "data": {"speed": 3.0}})
+    good = snd.frames("sal.ESS.airFlow", airflow_record(301, 1000.0, 3.0))
     cache_server.on_sample(good[:2])  # wrong frame count
     cache_server.on_sample([good[0], b"{not json", good[2]])
-    cache_server.on_sample([good[0], good[1].replace(b'"v": 1', b'"v": 7'), good[2]])
-    cache_server.on_sample([good[0], snd.frames("x", {})[1], b"\xff not json"])
-    cache_server.on_sample(snd.frames("sal.ESS.airFlow", {"component": "ESS", "topic": "airFlow", "data": {}}))
-    cache_server.on_sample(snd.frames("sal.ESS.airFlow", {"sndStamp": 1001.0, "data": {}}))  # no component
-    assert cache_server.counts["bad_messages"] == 6
-    cache_server.on_sample(snd.frames("sal.ESS.airFlow", {"component": "ESS", "topic": "airFlow", "salIndex": 301,
-                                                          "sndStamp": 1002.0, "data": {"speed": 4.0}}))
+    cache_server.on_sample([good[0], good[1].replace(b'"v":1', b'"v":7'), good[2]])
+    cache_server.on_sample([good[0], snd.frames("x", {})[1], b"\xff not a record"])
+    cache_server.on_sample(snd.frames("sal.ESS.airFlow", {"component": "ESS", "topic": "airFlow", "data": {}}))  # JSON
+    cache_server.on_sample(snd.frames("sal.ESS.noSuchTopic", airflow_record(301, 1001.0, 3.0)))
+    cache_server.on_sample([b"\xff\xfe", snd.frames("x", {})[1], airflow_record(301, 1001.0, 3.0)])
+    assert cache_server.counts["bad_messages"] == 7
+    cache_server.on_sample(snd.frames("sal.ESS.airFlow", airflow_record(301, 1002.0, 4.0)))
     assert cache_server.counts["samples"] == 1
-    assert cache_server.store.as_of("ESS.airFlow:301", 2000.0)["data"] == {"speed": 4.0}
+    snap = cache_server.store.as_of("ESS.airFlow:301", 2000.0)
+    assert snap["data"]["speed"] == 4.0 and snap["sndStamp"] == 1002.0 and snap["salIndex"] == 301
+
+
+def test_cache_counts_a_truncated_sample_as_missing(cache_server) -> None:
+    """A record whose CDR bytes are cut short is stored (its header is fine) but reads as missing."""
+    snd = Sender("listener.LATISS@test:1:0")
+    cache_server.on_sample(snd.frames("sal.ESS.airFlow", airflow_record(301, 1000.0, 3.0)))
+    cache_server.on_sample(snd.frames("sal.ESS.airFlow", airflow_record(301, 1001.0, 5.0)[:40]))
+    assert cache_server.store.as_of("ESS.airFlow:301", 1000.5)["data"]["speed"] == 3.0
+    assert cache_server.store.as_of("ESS.airFlow:301", 1001.5) is None
+    assert [d["data"]["speed"] for d in cache_server.store.between("ESS.airFlow:301", 0, 2000)] == [3.0]
 
 
 def test_cache_survives_listener_payload_that_is_not_an_object(cache_server) -> None:

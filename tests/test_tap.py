@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from protocols import salrecord
 import zmq
 
 from header.cards import format_card, structural_primary
@@ -208,7 +210,7 @@ def _run_tap_against(frames_to_send: list[list[bytes]], *extra: str) -> subproce
 
 def test_tap_command_shows_messages_and_malformed():
     sender = Sender("listener.LATISS@test:1:0.000")
-    good1 = sender.frames("sal.ATCamera.startIntegration", SAL)
+    good1 = sender.frames("sal.ATCamera.startIntegration", salrecord.encode_sample("ATCamera", "startIntegration", SAL))
     good2 = Sender("composer.LATISS@test:2:0.000").frames("hdr.LATISS.AT_O_20240601_000001", HDR)
     garbage = [b"sal.ATCamera.x", b"\xff\xfe not an envelope", b"{}"]
     res = _run_tap_against([good1, garbage, good2], "--count", "3", "--timeout", "10")
@@ -226,7 +228,7 @@ def test_tap_command_shows_messages_and_malformed():
 
 def test_tap_command_json_mode():
     sender = Sender("listener.LATISS@test:1:0.000")
-    frames = [sender.frames("sal.ATCamera.startIntegration", SAL), [b"only one frame"]]
+    frames = [sender.frames("sal.ATCamera.startIntegration", salrecord.encode_sample("ATCamera", "startIntegration", SAL)), [b"only one frame"]]
     res = _run_tap_against(frames, "--count", "2", "--timeout", "10", "--json")
     assert res.returncode == 0, res.stderr
     objs = [json.loads(line) for line in res.stdout.splitlines()]
