@@ -22,9 +22,9 @@ import zmq
 from header import astro
 from header.compose import CAMERA_EVENTS, ExposureInputs, Templates, compose_header
 from procs.common import Counters, Stop, base_parser, drain, setup
-from procs.journal import read_json, write_json_atomic
+from procs.journal import AppendLog, read_json, write_json_atomic
 from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_template
-from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, split_identity, tai_now
+from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, encode_payload, sender_id, split_identity, tai_now
 from protocols.csc_state import CscStateFollower, ErrorCode, fault_frames
 from protocols.messages import CacheClient, CacheUnavailable, topic_key
 
@@ -98,6 +98,7 @@ class Composer:
         self.csc = CscStateFollower(cfg, role="composer")
         self.skipped: dict[str, str] = {}  # imageName -> why no header was produced
         self.state_path = Path(cfg.state_dir) / cfg.instrument / "composer.json"
+        self.history = AppendLog(Path(cfg.state_dir) / cfg.instrument / "composer-history.jsonl")
         self.bus_time = 0.0  # latest camera event time seen: the deadline clock of replayed nights
         self.counts = Counters()
         self.gaps = GapTracker()
@@ -127,33 +128,52 @@ class Composer:
 
     # -- durable state ------------------------------------------------------------------------
     def save(self) -> None:
-        """Journal open exposures, composed images and unacknowledged headers (atomic snapshot)."""
-        done = dict(list(self.done.items())[-DONE_KEPT:])
+        """Journal open exposures and unacknowledged headers (atomic snapshot, small: composed and
+        skipped images go to the append-only history log instead)."""
         write_json_atomic(
             self.state_path,
             {
                 "open": {n: {"events": e.events, "deadline_tai": e.deadline_tai} for n, e in self.open.items()},
-                "done": done,
                 "unacked": sorted(self.unacked),
                 "bus_time": self.bus_time,
-                "skipped": dict(list(self.skipped.items())[-DONE_KEPT:]),
             },
         )
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """One composed or skipped image into the history log; compacted when it doubles."""
+        self.history.append(entry)
+        if self.history.lines > 2 * DONE_KEPT:
+            self.done = dict(list(self.done.items())[-DONE_KEPT:])
+            self.skipped = dict(list(self.skipped.items())[-DONE_KEPT:])
+            self.history.compact(
+                [{"done": n, "v": v, "complete": c} for n, (v, c) in self.done.items()]
+                + [{"skipped": n, "reason": r} for n, r in self.skipped.items()]
+            )
 
     def restore(self) -> None:
         """Resume after a restart: reopen journaled exposures, recompose unacknowledged headers,
         and catch up with camera events published while this process was down (from the cache)."""
         state = read_json(self.state_path, {})
-        self.done = {k: list(v) for k, v in state.get("done", {}).items()}
+        self.done = {k: list(v) for k, v in state.get("done", {}).items()}  # journals of earlier releases
         self.bus_time = float(state.get("bus_time", 0.0))
         self.skipped = dict(state.get("skipped", {}))
+        for rec in self.history.load():
+            if "done" in rec:
+                self.done.pop(rec["done"], None)
+                self.done[rec["done"]] = [int(rec.get("v", 1)), bool(rec.get("complete", True))]
+            elif "skipped" in rec:
+                self.skipped[rec["skipped"]] = str(rec.get("reason", ""))
+        redo = [n for n in state.get("unacked", []) if n in self.done]
         for name, rec in state.get("open", {}).items():
+            if name in self.done:  # composed and logged, killed before the snapshot: send it again
+                redo.append(name)
+                self.done_events[name] = dict(rec.get("events", {}))
+                continue
             exp = OpenExposure(name, dict(rec.get("events", {})))
             exp.deadline_tai = rec.get("deadline_tai")
             if exp.deadline_tai is not None:
                 exp.deadline_wall = time.monotonic() + max(0.0, exp.deadline_tai - self.bus_time)
             self.open[name] = exp
-        redo = [n for n in state.get("unacked", []) if n in self.done]
         if self.open or redo:
             log.info("resuming: %d open exposure(s), %d header(s) awaiting acknowledgement", len(self.open), len(redo))
         for name in redo:
@@ -275,7 +295,7 @@ class Composer:
         self.counts["skipped"] += 1
         log.warning("%s skipped: %s", name, reason)
         self.pub.send_multipart(self.ctl_sender.frames(f"ctl.skipped.{self.cfg.instrument}.{name}", {"imageName": name, "reason": reason}))
-        self.save()
+        self.record({"skipped": name, "reason": reason})
         return False
 
     def fill_missing_event(self, exp: OpenExposure, topic: str, t1: float | None = None) -> bool:
@@ -334,9 +354,12 @@ class Composer:
         payload = header.to_payload()
         payload["composeSeconds"] = time.perf_counter() - t0
         topic = f"hdr.{self.cfg.instrument}.{exp.image_name}"
-        self.pub.send_multipart(self.fast_sender.frames(topic, payload))
-        self.push.send_multipart(self.sender.frames(topic, payload))
+        body = encode_payload(payload)  # one encoding for both paths
+        self.pub.send_multipart(self.fast_sender.frames(topic, body))
+        self.push.send_multipart(self.sender.frames(topic, body))
+        self.done.pop(exp.image_name, None)
         self.done[exp.image_name] = [version, header.complete]
+        self.record({"done": exp.image_name, "v": version, "complete": header.complete})
         self.done_events[exp.image_name] = exp.events
         self.unacked[exp.image_name] = (time.monotonic(), payload)
         self.recent[exp.image_name] = header.context

@@ -35,3 +35,48 @@ def read_json(path: Path, default: Any) -> Any:
     except (OSError, ValueError) as exc:
         log.error("state file %s unreadable (%s): starting from empty state", path, exc)
         return default
+
+
+class AppendLog:
+    """A JSON-lines log, one durable line per record (append, flush, fsync), for state that grows
+    one entry at a time: appending stays cheap however long the history is. ``compact`` rewrites it
+    atomically with just the records still wanted; a torn last line after a kill is skipped."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lines = 0
+
+    def load(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        try:
+            with open(self.path) as fh:
+                for line in fh:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(rec, dict):
+                        out.append(rec)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("log %s unreadable (%s): starting from empty history", self.path, exc)
+        self.lines = len(out)
+        return out
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.lines += 1
+
+    def compact(self, records: list[dict[str, Any]]) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as fh:
+            fh.writelines(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        self.lines = len(records)

@@ -51,6 +51,23 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
+def header_file(payload: dict[str, Any]) -> tuple[bytes, str]:
+    """The LFO file of one header payload and its MD5; refuses anything that is not a header."""
+    image = payload["imageName"]
+    if not IMAGE_NAME.fullmatch(str(image)):
+        raise ValueError(f"{image!r} is not a valid imageName")
+    cards = [h["cards"] for h in payload["hdus"]]
+    if not cards or not cards[0] or not str(cards[0][0]).startswith("SIMPLE  ="):
+        raise ValueError(f"{image}: not a header (no HDU, or no SIMPLE card first)")
+    try:
+        if any(set(map(len, hdu)) != {80} for hdu in cards):
+            raise ValueError("a card is not 80 characters long")
+        data = encode_file_from_cards(cards)
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise ValueError(f"{image}: not a header (cards that are not 80-character ASCII images: {exc})") from None
+    return data, hashlib.md5(data).hexdigest()
+
+
 class AnnexIndex:
     """imageName -> latest entry (path, version, md5, url, announced); an append-only JSON-lines file."""
 
@@ -65,12 +82,15 @@ class AnnexIndex:
                 except (ValueError, KeyError):
                     log.warning("unreadable index line skipped: %.80s", line)
 
-    def add(self, entry: dict[str, Any]) -> None:
+    def add(self, entry: dict[str, Any], sync: bool = True) -> None:
+        """Append one entry; ``sync=False`` leaves the fsync to the next synced entry (the
+        composer keeps an unacknowledged header until the synced one exists, and sends it again)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         self.entries[entry["imageName"]] = entry
 
 
@@ -171,25 +191,16 @@ class Publisher:
         """
         image = payload["imageName"]
         version = int(payload["version"])
-        if not IMAGE_NAME.fullmatch(str(image)):
-            raise ValueError(f"{image!r} is not a valid imageName")
-        hdus = payload["hdus"]
-        if not hdus or not hdus[0]["cards"] or not hdus[0]["cards"][0].startswith("SIMPLE  =") or any(
-            len(c) != 80 or not c.isascii() for h in hdus for c in h["cards"]
-        ):
-            raise ValueError(f"{image}: not a header (no HDU, or cards that are not 80-character ASCII images)")
+        data, md5 = header_file(payload)
         prev = self.index.entries.get(image)
         if prev and int(prev["version"]) > version or (prev and int(prev["version"]) == version and prev.get("announced")):
             self.counts["duplicates"] += 1
             log.info("%s v%d already published (v%s): acknowledged, not announced again", image, version, prev["version"])
             self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", prev))
             return
-        data = encode_file_from_cards([h["cards"] for h in payload["hdus"]])
         rel = self.relpath(str(payload["dayobs"]), image)
         path = self.root / rel
         atomic_write(path, data)
-        atomic_write(path.with_suffix(".prov.json"), json.dumps(payload.get("provenance", {}), indent=1).encode())
-        md5 = hashlib.md5(data).hexdigest()
         url = f"{self.base_url}/{rel}"
         entry = {
             "imageName": image,
@@ -201,8 +212,9 @@ class Publisher:
             "complete": bool(payload.get("complete", True)),
             "announced": None,
         }
-        self.index.add(entry)
+        self.index.add(entry, sync=False)
         self.announcer.announce(url, version, len(data), md5, image)
+        atomic_write(path.with_suffix(".prov.json"), json.dumps(payload.get("provenance", {}), indent=1).encode())
         entry = dict(entry, announced=tai_now())
         self.index.add(entry)
         self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", entry))
