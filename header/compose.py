@@ -15,7 +15,7 @@ from typing import Any, Callable
 from header import astro, geometry
 from header.wcs import default_wcs
 from header.cards import CardError, format_card, structural_extension, structural_primary
-from header.fitsfile import encode_hdu, split_cards
+from header.fitsfile import checksum_cards, encode_hdu, split_cards
 from header.keywords import Resolved, reduce_keyword, split_list
 from protocols.config import CardTemplate, InstanceConfig, KeywordMap, KeywordSource
 from protocols import sal
@@ -148,10 +148,10 @@ def sensors_of(inputs: ExposureInputs, cfg: InstanceConfig) -> tuple[list[Sensor
     rp = inputs.events.get("imageReadoutParameters")
     if rp:
         d = rp["data"]
-        order = split_list(d.get("ccdLocation", ""))
+        order = {loc: i for i, loc in enumerate(split_list(d.get("ccdLocation", "")))}
         for s in sensors:
             if s.location in order:
-                i = order.index(s.location)
+                i = order[s.location]
                 for f in ("preCols", "overCols", "overRows"):
                     v = d.get(f)
                     if isinstance(v, list) and i < len(v) and isinstance(v[i], int) and v[i] > 0:
@@ -209,11 +209,11 @@ def observed(ra: float, dec: float, t: float) -> tuple[float, float, float, floa
 @lru_cache(maxsize=1024)
 def encoded_hdu(cards: tuple[str, ...]) -> tuple[str, ...]:
     """Card images of one HDU with CHECKSUM/DATASUM, memoized on its cards."""
-    return tuple(split_cards(encode_hdu(list(cards))))
+    return tuple(checksum_cards(list(cards)))
 
 
 _PER_SENSOR_MEMO: "OrderedDict[tuple, Resolved]" = OrderedDict()
-_PER_SENSOR_KEPT = 2048
+_PER_SENSOR_KEPT = 512
 
 
 def _event_time(inputs: ExposureInputs, topic: str, field_name: str) -> float | None:
@@ -361,6 +361,13 @@ class Computer:
         diff = float(sched.value) - mine
         return "OK" if abs(diff) <= SCHEDULER_AIRMASS_TOLERANCE else f"DISAGREE by {diff:+.3f}"
 
+    def wcs_inputs(self) -> tuple[Any, ...] | None:
+        """What every sensor's default WCS depends on: the commanded pointing and rotator angle."""
+        p, rot = self._pointing(), self.resolved.get("ROTPA")
+        if not p or rot is None or not rot.defined:
+            return None
+        return (p, rot.value)
+
     def wcs(self, sensor: Sensor) -> dict[str, Any]:
         p, rot = self._pointing(), self.resolved.get("ROTPA")
         if not p or rot is None or not rot.defined:
@@ -446,6 +453,55 @@ def _render(
     return cards
 
 
+#: Computed values that differ from sensor to sensor (see :meth:`Sensor.values`).
+SENSOR_VALUES = frozenset(("sensor_extname", "detsize", "ccdslot", "raftbay", "preh", "overh", "overv", "extver"))
+
+
+def _varies_by_sensor(t: CardTemplate, resolved: dict[str, Resolved]) -> bool:
+    for name in (t.computed if t.kind == "computed" else None, t.fallback):
+        if name and (name in SENSOR_VALUES or name.startswith("wcs.")):
+            return True
+    if t.kind not in ("static", "computed"):
+        r = resolved.get(t.key)
+        return r is not None and r.per_sensor is not None
+    return False
+
+
+_SENSOR_HDU_MEMO: "OrderedDict[tuple, tuple[tuple[str, ...], list[str]]]" = OrderedDict()
+_SENSOR_HDU_KEPT = 1024  # encoded sensor HDUs: two LSSTCam headers' worth and more
+
+
+def _sensor_entry_key(t: CardTemplate, resolved: dict[str, Resolved], comp: "Computer", location: str) -> Any:
+    """What a per-sensor template entry's card depends on beyond the sensor itself and the WCS
+    inputs (both already in the memo key of the sensor's HDU); computed entries depend on nothing
+    else and are left out of the key."""
+    r = resolved.get(t.key)
+    if r is None:
+        return None
+    value = r.per_sensor.get(location) if r.per_sensor is not None else r.value
+    key: tuple[Any, ...] = (value, None if r.per_sensor is not None else r.reason)
+    if value is None and t.fallback and t.fallback not in SENSOR_VALUES and not t.fallback.startswith("wcs."):
+        key += (comp.value(t.fallback),)
+    return key
+
+
+def sensor_plan(
+    template: list[CardTemplate], resolved: dict[str, Resolved], comp: "Computer", errors: list[str]
+) -> list[tuple[list[str], list[CardTemplate]]]:
+    """The sensor template split into runs: cards common to every sensor, rendered once per header,
+    each followed by the entries rendered per sensor. A 205-sensor header then formats its common
+    cards once instead of 205 times."""
+    plan: list[tuple[list[str], list[CardTemplate]]] = [([], [])]
+    for t in template:
+        if _varies_by_sensor(t, resolved):
+            plan[-1][1].append(t)
+        else:
+            if plan[-1][1]:
+                plan.append(([], []))
+            plan[-1][0].extend(_render([t], resolved, comp.value, None, errors))
+    return plan
+
+
 def segment_hdus(
     templates: Templates, resolved: dict[str, Resolved], comp: "Computer", s: Sensor, index: int, errors: list[str]
 ) -> list[tuple[list[str], str]]:
@@ -492,23 +548,43 @@ def compose_header(
         primary += _card("HDRNOTE", "; ".join(reasons), "why this header is incomplete", None, errors)
     hdus = [primary]
     names = ["PRIMARY"]
+    plan = sensor_plan(templates.sensor, resolved, comp, errors)
+    common_sig = (id(templates.sensor), tuple(tuple(c) for c, _ in plan), comp.wcs_inputs())
+    sensor_hdus: dict[int, list[str]] = {}  # HDU position -> encoded cards, for the sensor HDUs
+    keyed = [t for _, varying in plan for t in varying if t.kind != "computed"]
     for index, s in enumerate(sensors):
-        extra = s.values(index)
-        wcs_cards = comp.wcs(s)
+        key = (common_sig, s.location, s.vendor, tuple(sorted(s.readout.items())), index,
+               tuple([_sensor_entry_key(t, resolved, comp, s.location) for t in keyed]))
+        hit = _SENSOR_HDU_MEMO.get(key)
+        if hit is None:
+            errs: list[str] = []
+            extra = s.values(index)
+            wcs_cards = comp.wcs(s)
 
-        def sensor_compute(name: str, extra: dict[str, Any] = extra, wcs_cards: dict[str, Any] = wcs_cards) -> Any:
-            if name.startswith("wcs."):
-                return wcs_cards.get(name[4:])
-            return extra[name] if name in extra else comp.value(name)
+            def sensor_compute(name: str, extra: dict[str, Any] = extra, wcs_cards: dict[str, Any] = wcs_cards) -> Any:
+                if name.startswith("wcs."):
+                    return wcs_cards.get(name[4:])
+                return extra[name] if name in extra else comp.value(name)
 
-        hdus.append(structural_extension() + _render(templates.sensor, resolved, sensor_compute, s.location, errors))
+            cards = structural_extension()
+            for common, varying in plan:
+                cards += common
+                if varying:
+                    cards += _render(varying, resolved, sensor_compute, s.location, errs)
+            hit = (encoded_hdu(tuple(cards)), errs)
+            _SENSOR_HDU_MEMO[key] = hit
+            while len(_SENSOR_HDU_MEMO) > _SENSOR_HDU_KEPT:
+                _SENSOR_HDU_MEMO.popitem(last=False)
+        errors.extend(hit[1])
+        sensor_hdus[len(hdus)] = list(hit[0])
+        hdus.append(sensor_hdus[len(hdus)])
         names.append(s.location)
         if cfg.segments_in_file:
             for seg_hdu, seg_name in segment_hdus(templates, resolved, comp, s, index, errors):
                 hdus.append(seg_hdu)
                 names.append(seg_name)
 
-    encoded = [list(encoded_hdu(tuple(h))) for h in hdus]
+    encoded = [sensor_hdus[i] if i in sensor_hdus else list(encoded_hdu(tuple(h))) for i, h in enumerate(hdus)]
     dayobs_r = resolved.get("DAYOBS")
     dayobs = str(dayobs_r.value) if dayobs_r and dayobs_r.defined else astro.dayobs(comp.beg or now_tai)
     provenance = {

@@ -6,7 +6,8 @@ The data part of every HDU is empty, so DATASUM is '0' and CHECKSUM covers the h
 
 from __future__ import annotations
 
-import numpy as np
+import struct
+from functools import lru_cache
 
 from header.cards import CARD, format_card
 
@@ -17,12 +18,7 @@ _ZERO = "0" * 16
 
 def checksum32(data: bytes, start: int = 0) -> int:
     """32-bit ones'-complement sum of big-endian words (FITS checksum convention)."""
-    words = np.frombuffer(data, dtype=">u4")
-    hi = (start >> 16) + int((words >> 16).sum(dtype=np.uint64))
-    lo = (start & 0xFFFF) + int((words & 0xFFFF).sum(dtype=np.uint64))
-    while (hi >> 16) or (lo >> 16):
-        hi, lo = (hi & 0xFFFF) + (lo >> 16), (lo & 0xFFFF) + (hi >> 16)
-    return (hi << 16) | lo
+    return _fold(start + sum(struct.unpack(f">{len(data) // 4}I", data)))
 
 
 def encode_checksum(total: int) -> str:
@@ -66,6 +62,39 @@ def encode_hdu(cards: list[str]) -> bytes:
     return pad_block(("".join(body) + "END".ljust(CARD)).encode("ascii"))
 
 
+_WORDS = struct.Struct(">20I")
+_BLANK_WORD = 0x20202020
+_END = "END".ljust(CARD)
+
+
+@lru_cache(maxsize=65536)
+def card_sum(card: str) -> int:
+    """Plain integer sum of one card's twenty big-endian 32-bit words (memoized: most cards of a
+    camera's headers repeat from image to image)."""
+    return sum(_WORDS.unpack(card.encode("ascii")))
+
+
+def _fold(total: int) -> int:
+    """Ones'-complement (end-around carry) reduction of a sum of 32-bit words to 32 bits."""
+    while total >> 32:
+        total = (total & 0xFFFFFFFF) + (total >> 32)
+    return total
+
+
+def checksum_cards(cards: list[str]) -> list[str]:
+    """``cards`` followed by their DATASUM and CHECKSUM cards, as :func:`encode_hdu` writes them.
+
+    Cards are whole numbers of 32-bit words and the ones'-complement sum does not depend on word
+    order, so the HDU's sum is the sum of its cards' (memoized) sums, END's and the blank padding's:
+    no bytes are assembled to checksum a header.
+    """
+    body = cards + format_card("DATASUM", "0", "data unit checksum (no data)")
+    n = len(body) + 2  # CHECKSUM and END
+    pad_words = ((-n * CARD) % BLOCK) // 4
+    total = sum(map(card_sum, body)) + card_sum(_ZERO_CHECKSUM) + card_sum(_END) + pad_words * _BLANK_WORD
+    return body + format_card("CHECKSUM", encode_checksum(_fold(total)), "HDU checksum")
+
+
 def encode_file(hdus: list[list[str]]) -> bytes:
     return b"".join(encode_hdu(cards) for cards in hdus)
 
@@ -85,3 +114,6 @@ def split_cards(hdu_bytes: bytes) -> list[str]:
 def encode_file_from_cards(hdus: list[list[str]]) -> bytes:
     """File bytes from card images that already carry their CHECKSUM/DATASUM (as composed)."""
     return b"".join(pad_block(("".join(cards) + "END".ljust(CARD)).encode("ascii")) for cards in hdus)
+
+
+_ZERO_CHECKSUM = format_card("CHECKSUM", _ZERO, "HDU checksum")[0]

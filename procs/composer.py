@@ -37,6 +37,7 @@ RESYNC_WINDOW = 3600.0  # s replayed when the journal has no bus time
 END_GRACE = 1.0  # s to wait for an exposure's other events when its end arrives first
 CACHE_TRIES = 4  # cache requests (5 s each) before a header is written without telemetry
 FILL_WINDOW = 4 * 3600.0  # s of cache history searched for an image's missing events
+PRECOMPOSE_AT = ("startReadout", "imageReadoutParameters")  # the readout geometry comes with the latter
 RECENT_HEADERS = 20  # headers kept in memory to answer per-sensor requests
 
 
@@ -274,7 +275,12 @@ class Composer:
             exp.deadline_tai = sample["sndStamp"] + timeout + self.cfg.end_deadline
             exp.deadline_wall = time.monotonic() + timeout + self.cfg.end_deadline
             log.info("exposure %s started (%.1f s)", name, float(data.get("exposureTime") or 0))
-        if topic == "startReadout" and "endOfImageTelemetry" not in exp.events and source == "listener":
+        if (
+            topic in PRECOMPOSE_AT
+            and "startReadout" in exp.events
+            and "endOfImageTelemetry" not in exp.events
+            and source == "listener"
+        ):
             self.precompose(exp)
         if "endOfImageTelemetry" in exp.events:
             if "startIntegration" in exp.events or self.fill_missing_event(exp, "startIntegration"):
@@ -381,7 +387,8 @@ class Composer:
         )
 
     def precompose(self, exp: OpenExposure) -> None:
-        """Compose the header provisionally at startReadout and throw it away.
+        """Compose the header provisionally at startReadout (and again when the readout geometry
+        arrives) and throw it away.
 
         Everything that does not depend on the end of the exposure (astrometry, sensor WCS,
         per-sensor values, encoded sensor HDUs) is then memoized, so the real composition at

@@ -18,7 +18,7 @@ from typing import Any
 
 from header.compose import ExposureInputs, Templates, compose_header
 from procs.cache import Store
-from procs.composer import CAMERA_EVENTS, collection_points, collection_request
+from procs.composer import CAMERA_EVENTS, PRECOMPOSE_AT, collection_points, collection_request
 from procs.publisher import header_file
 from protocols import salrecord
 from protocols.config import load_instance, load_keyword_map, load_template
@@ -52,7 +52,7 @@ def run(instrument: str, exposures: int, profile: str | None = None) -> dict[str
         name = rec["data"].get("imageName")
         ev = events.setdefault(name, {})
         ev[e.topic] = rec
-        if e.topic == "startReadout" and "startIntegration" in ev:
+        if e.topic in PRECOMPOSE_AT and "startReadout" in ev and "startIntegration" in ev:
             t0 = time.perf_counter()
             points = collection_points(ev)
             reply = store.collect(collection_request(cfg, kmap, points))
