@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import bisect
-import gc
 import logging
 import struct
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from procs.common import Counters, Stop, base_parser, drain, setup
+from procs.common import Counters, GcPacer, Stop, base_parser, drain, setup
 from procs.journal import read_json, write_json_atomic
 from protocols import messages, sal, salrecord
 from protocols.config import InstanceConfig
@@ -244,8 +243,6 @@ class CacheServer:
             for sender, seq in self.applied.items():
                 self.gaps.last[sender] = seq
         log.info("restored %d samples from disk in %.2f s (%d outage span(s) recorded)", n, time.monotonic() - t0, len(self.outages))
-        gc.collect()
-        gc.freeze()  # the restored history is long-lived: keep it out of every future collection
 
     def meta(self) -> dict[str, Any]:
         return {"applied": dict(list(self.applied.items())[-4:]), "outages": self.outages[-100:], "last_sample_time": self.last_sample_time}
@@ -399,11 +396,13 @@ class CacheServer:
         poller.register(self.router, zmq.POLLIN)
         log.info("cache up: SUB %s, ROUTER %s", self.cfg.endpoints.listener_pub, self.cfg.endpoints.cache_router)
         last_flush = time.monotonic()
+        pacer = GcPacer()  # the restored history is frozen: never scanned again
         while not stop.requested:
             if time.monotonic() - last_flush >= 1.0:
                 last_flush = time.monotonic()
                 self.flush()
             events = dict(poller.poll(50))
+            pacer.step(quiet=not events)
             if self.sub in events:
                 drain(self.sub, self.on_sample, 5000)
             if self.router in events:

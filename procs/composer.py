@@ -21,7 +21,7 @@ import zmq
 
 from header import astro
 from header.compose import CAMERA_EVENTS, ExposureInputs, Templates, compose_header
-from procs.common import Counters, Stop, base_parser, drain, setup
+from procs.common import Counters, GcPacer, Stop, base_parser, drain, setup
 from procs.journal import AppendLog, read_json, write_json_atomic
 from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_template
 from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, encode_payload, sender_id, split_identity, tai_now
@@ -536,8 +536,10 @@ class Composer:
         poller.register(self.sub, zmq.POLLIN)
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.acks, zmq.POLLIN)
+        pacer = GcPacer()
         while not stop.requested:
             events = dict(poller.poll(100))
+            pacer.step(quiet=not events and not any("startReadout" in e.events for e in self.open.values()))
             if self.sub in events:
                 drain(self.sub, self.on_event)
             if self.acks in events:

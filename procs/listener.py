@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import zmq
 
-from procs.common import Counters, Stop, base_parser, setup
+from procs.common import Counters, GcPacer, Stop, base_parser, setup
 from protocols import sal, salrecord
 from protocols.config import InstanceConfig, load_keyword_map
 from protocols.envelope import EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
@@ -144,7 +144,9 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
     )
     counts = Counters()
     last_status = time.monotonic()
+    pacer = GcPacer()
     while not stop.requested:
+        before = counts["samples"]
         for component, name, frame, cdr, src_ns, cls in bus.poll(0.2):
             try:
                 payload = sample_record(cdr, src_ns, cls)
@@ -159,6 +161,7 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
             while (ring_bytes > REPLAY_BYTES or len(ring) > cfg.listener_replay) and len(ring) > 1:
                 ring_bytes -= len(ring.popleft()[1][2])
             counts["samples"] += 1
+        pacer.step(quiet=counts["samples"] == before)
         serve_replays(router, ring, sender, counts)
         if time.monotonic() - last_status > 10:
             last_status = time.monotonic()

@@ -24,7 +24,7 @@ from typing import Any
 import zmq
 
 from header.fitsfile import encode_file_from_cards
-from procs.common import Counters, Stop, base_parser, setup
+from procs.common import Counters, GcPacer, Stop, base_parser, setup
 from protocols import sal
 from protocols.config import InstanceConfig
 from protocols.csc_state import ErrorCode, fault_frames
@@ -224,6 +224,7 @@ class Publisher:
     def run(self, stop: Stop) -> None:
         log.info("publisher up: annex %s, HTTP %s", self.root, self.base_url)
         last_retry = last_status = time.monotonic()
+        pacer = GcPacer()
         while not stop.requested:
             if time.monotonic() - last_retry > 5.0:
                 last_retry = time.monotonic()
@@ -238,7 +239,9 @@ class Publisher:
                     )
                 )
             if not self.pull.poll(200):
+                pacer.step(quiet=True)
                 continue
+            pacer.step(quiet=False)
             frames = self.pull.recv_multipart()
             try:
                 msg = decode(frames)

@@ -18,6 +18,7 @@ from typing import Any
 
 from header.compose import ExposureInputs, Templates, compose_header
 from procs.cache import Store
+from procs.common import GcPacer
 from procs.composer import CAMERA_EVENTS, PRECOMPOSE_AT, collection_points, collection_request
 from procs.publisher import header_file
 from protocols import salrecord
@@ -40,6 +41,7 @@ def run(instrument: str, exposures: int, profile: str | None = None) -> dict[str
     times: dict[str, list[float]] = {k: [] for k in ("precompose", "collect", "compose", "encode", "publisher_file")}
     prof = cProfile.Profile() if profile else None
     samples = 0
+    pacer = GcPacer()  # as in the composer: collection between exposures, never inside one
     for e in night.emissions():
         sample = build_sample(e.component, e.topic, e.sal_index, e.fields, private_sndStamp=e.tai)
         raw = salrecord.encode(sample.serialize(), e.sal_index, e.tai, e.tai, None)
@@ -76,6 +78,7 @@ def run(instrument: str, exposures: int, profile: str | None = None) -> dict[str
             for k, a, b in (("collect", t0, t1), ("compose", t1, t2), ("encode", t2, t3), ("publisher_file", t3, t4)):
                 times[k].append(b - a)
             events.pop(name, None)
+            pacer.step(quiet=True)
     if prof and profile:
         prof.dump_stats(profile)
     return {
