@@ -7,6 +7,7 @@ deterministic in its inputs, so real-time and catch-up produce identical values.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -77,6 +78,24 @@ class ComposedHeader:
             "hdus": [{"name": n, "cards": c} for n, c in zip(self.hdu_names, self.hdus)],
             "provenance": self.provenance,
         }
+
+    def payload_json(self, **extra: Any) -> bytes:
+        """:meth:`to_payload` (plus ``extra`` fields) as compact JSON, each HDU's JSON memoized:
+        an LSSTCam header's sensor HDUs mostly repeat, and encoding its 670 kB anew took 2 ms."""
+        head = {k: v for k, v in self.to_payload().items() if k not in ("hdus", "provenance")}
+        head.update(extra)
+        hdus = ",".join(_hdu_json(n, tuple(c)) for n, c in zip(self.hdu_names, self.hdus))
+        text = _compact(head)[:-1] + ',"hdus":[' + hdus + '],"provenance":' + _compact(self.provenance) + "}"
+        return text.encode()
+
+
+def _compact(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=True)
+
+
+@lru_cache(maxsize=2048)
+def _hdu_json(name: str, cards: tuple[str, ...]) -> str:
+    return _compact({"name": name, "cards": list(cards)})
 
 
 @dataclass

@@ -24,7 +24,7 @@ from header.compose import CAMERA_EVENTS, ExposureInputs, Templates, compose_hea
 from procs.common import Counters, GcPacer, Stop, base_parser, drain, setup
 from procs.journal import AppendLog, read_json, write_json_atomic
 from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_template
-from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, encode_payload, sender_id, split_identity, tai_now
+from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, split_identity, tai_now
 from protocols.csc_state import CscStateFollower, ErrorCode, fault_frames
 from protocols.messages import CacheClient, CacheUnavailable, topic_key
 
@@ -94,7 +94,7 @@ class Composer:
         self.templates = Templates(*(load_template(cfg, k) for k in ("primary", "sensor", "segment")))
         self.open: dict[str, OpenExposure] = {}
         self.done: dict[str, list[Any]] = {}  # imageName -> [version, complete] composed
-        self.unacked: dict[str, tuple[float, dict[str, Any]]] = {}  # imageName -> (sent, payload)
+        self.unacked: dict[str, tuple[float, int, bytes]] = {}  # imageName -> (sent, version, payload JSON)
         self.done_events: dict[str, dict[str, Any]] = {}  # recent images' events, for reissues
         self.csc = CscStateFollower(cfg, role="composer")
         self.skipped: dict[str, str] = {}  # imageName -> why no header was produced
@@ -357,17 +357,16 @@ class Composer:
             version = int(self.done.get(exp.image_name, [0])[0]) + 1
         t0 = time.perf_counter()
         header = compose_header(self.cfg, self.kmap, self.templates, inputs, tai_now(), version)
-        payload = header.to_payload()
-        payload["composeSeconds"] = time.perf_counter() - t0
+        compose_s = time.perf_counter() - t0
         topic = f"hdr.{self.cfg.instrument}.{exp.image_name}"
-        body = encode_payload(payload)  # one encoding for both paths
+        body = header.payload_json(composeSeconds=compose_s)  # one encoding for both paths
         self.pub.send_multipart(self.fast_sender.frames(topic, body))
         self.push.send_multipart(self.sender.frames(topic, body))
         self.done.pop(exp.image_name, None)
         self.done[exp.image_name] = [version, header.complete]
         self.record({"done": exp.image_name, "v": version, "complete": header.complete})
         self.done_events[exp.image_name] = exp.events
-        self.unacked[exp.image_name] = (time.monotonic(), payload)
+        self.unacked[exp.image_name] = (time.monotonic(), version, body)
         self.recent[exp.image_name] = header.context
         while len(self.recent) > RECENT_HEADERS:
             self.recent.popitem(last=False)
@@ -383,7 +382,7 @@ class Composer:
             version,
             "complete" if header.complete else "INCOMPLETE: " + "; ".join(header.reasons),
             len(header.hdus),
-            payload["composeSeconds"] * 1000,
+            compose_s * 1000,
         )
 
     def precompose(self, exp: OpenExposure) -> None:
@@ -406,7 +405,7 @@ class Composer:
         inputs = ExposureInputs(
             exp.image_name, exp.events, points, reply.get("snapshots", {}), reply.get("windows", {}), []
         )
-        compose_header(self.cfg, self.kmap, self.templates, inputs, tai_now(), 1)
+        compose_header(self.cfg, self.kmap, self.templates, inputs, tai_now(), 1).payload_json()
         log.debug("%s precomposed in %.1f ms", exp.image_name, (time.perf_counter() - t0) * 1000)
 
     def collect(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -447,19 +446,19 @@ class Composer:
             log.warning("bad acknowledgement from the publisher: %s", exc)
             return
         pending = self.unacked.get(name)
-        if pending and int(pending[1]["version"]) <= version:
+        if pending and pending[1] <= version:
             del self.unacked[name]
             self.save()
 
     def resend_unacked(self) -> None:
         """Headers the publisher has not acknowledged are sent again (it is idempotent)."""
         now = time.monotonic()
-        for name, (sent, payload) in list(self.unacked.items()):
+        for name, (sent, version, body) in list(self.unacked.items()):
             if now - sent > ACK_TIMEOUT:
                 self.counts["resent"] += 1
-                log.warning("%s v%s not acknowledged by the publisher: sent again", name, payload["version"])
-                self.push.send_multipart(self.sender.frames(f"hdr.{self.cfg.instrument}.{name}", payload))
-                self.unacked[name] = (now, payload)
+                log.warning("%s v%s not acknowledged by the publisher: sent again", name, version)
+                self.push.send_multipart(self.sender.frames(f"hdr.{self.cfg.instrument}.{name}", body))
+                self.unacked[name] = (now, version, body)
 
     def on_request(self, frames: list[bytes]) -> None:
         """Per-sensor header requests: ``{op: sensor, imageName, sensor}`` on the ROUTER socket."""

@@ -23,7 +23,6 @@ from procs.composer import CAMERA_EVENTS, PRECOMPOSE_AT, collection_points, coll
 from procs.publisher import header_file
 from protocols import salrecord
 from protocols.config import load_instance, load_keyword_map, load_template
-from protocols.envelope import encode_payload
 from protocols.messages import topic_key
 from tools.bench.scenarios import bench_scenario
 from tools.bench.stats import ms_summary
@@ -58,7 +57,7 @@ def run(instrument: str, exposures: int, profile: str | None = None) -> dict[str
             t0 = time.perf_counter()
             points = collection_points(ev)
             reply = store.collect(collection_request(cfg, kmap, points))
-            compose_header(cfg, kmap, templates, ExposureInputs(name, ev, points, reply["snapshots"], reply["windows"]), e.tai, 1)
+            compose_header(cfg, kmap, templates, ExposureInputs(name, ev, points, reply["snapshots"], reply["windows"]), e.tai, 1).payload_json()
             times["precompose"].append(time.perf_counter() - t0)
         if e.topic == "endOfImageTelemetry":
             if prof:
@@ -69,7 +68,7 @@ def run(instrument: str, exposures: int, profile: str | None = None) -> dict[str
             t1 = time.perf_counter()
             header = compose_header(cfg, kmap, templates, ExposureInputs(name, ev, points, reply["snapshots"], reply["windows"]), e.tai + 0.01, 1)
             t2 = time.perf_counter()
-            body = encode_payload(header.to_payload())
+            body = header.payload_json(composeSeconds=t2 - t1)
             t3 = time.perf_counter()
             header_file(json.loads(body))
             t4 = time.perf_counter()
