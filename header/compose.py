@@ -221,8 +221,8 @@ def geometry_wcs(ra: float, dec: float, rotpa: float, camera: str, sensor: "Sens
 @lru_cache(maxsize=512)
 def observed(ra: float, dec: float, t: float) -> tuple[float, float, float, float | None]:
     """(alt, az, ha_hours, airmass) of a pointing at TAI ``t`` (astropy/ERFA), memoized."""
-    alt, az = astro.alt_az(ra, dec, t)
-    return alt, az, astro.hour_angle_hours(ra, dec, t), astro.airmass(alt)
+    alt, az, ha = astro.alt_az_ha(ra, dec, t)
+    return alt, az, ha, astro.airmass(alt)
 
 
 @lru_cache(maxsize=1024)

@@ -296,3 +296,310 @@ def test_cost_per_call_under_20ms():
             fn()
             durations.append(time.perf_counter() - t0)
         assert sorted(durations)[3] < 0.020
+
+
+# --------------------------------------------------------------------------
+# Scalar fast path vs the direct astropy Time route
+# --------------------------------------------------------------------------
+# Reference: what header.astro computed before the fast path, straight from
+# astropy Time objects (scale conversions, IERS table) and ERFA's apco13 /
+# apci13 (at TDB), with the site taken from header-facts.md.
+import erfa  # noqa: E402
+from astropy.time.utils import day_frac as astropy_day_frac  # noqa: E402
+from astropy.utils import iers  # noqa: E402
+
+REF_LON_RAD = float(FACT_SITE.lon.to_value(u.rad))
+REF_LAT_RAD = float(FACT_SITE.lat.to_value(u.rad))
+REF_HEIGHT_M = float(FACT_SITE.height.to_value(u.m))
+
+# Fast-path range: from 2015 until ERFA's "dubious year" for UTC (2029 with
+# the leap-second table in use; on 2028-12-31 ERFA already looks at the next
+# day), i.e. across the 2016-12-31 leap second and past the end of the
+# bundled IERS table (2027-11).
+FAST_MIN = tai_unix_of_tai_calendar(2015, 1, 1, 0, 0, 0)
+FAST_MAX = tai_unix_of_tai_calendar(2028, 12, 30, 0, 0, 0)
+IERS_END = tai_unix_of_tai_calendar(2027, 11, 1, 0, 0, 0)
+# 2016-12-31T23:59:60.000 UTC (TAI-UTC = 36 s until the leap second ends).
+LEAP_START = float(calendar.timegm((2017, 1, 1, 0, 0, 0))) + 36.0
+
+
+def ref_time(tai_unix: float) -> Time:
+    return Time(tai_unix, format="unix_tai", scale="tai")
+
+
+def ref_dayobs(tai_unix: float) -> str:
+    ymdhms = ref_time(tai_unix - 43200.0).tai.ymdhms
+    return f"{int(ymdhms['year']):04d}{int(ymdhms['month']):02d}{int(ymdhms['day']):02d}"
+
+
+def ref_eop_status(tai_unix: float) -> str:
+    t = ref_time(tai_unix).utc
+    _, status = iers.earth_orientation_table.get().ut1_utc(t.jd1, t.jd2, return_status=True)
+    status = int(np.asarray(status))
+    if status in (iers.FROM_IERS_B, iers.FROM_IERS_A):
+        return "measured"
+    if status == iers.FROM_IERS_A_PREDICTION:
+        return "predicted"
+    return "extrapolated"
+
+
+def ref_observed(ra: float, dec: float, tai_unix: float) -> tuple[float, float, float]:
+    """alt, az (deg), ha (h): Time scales + IERS table + apco13/atciq/atioq + apci13."""
+    t = ref_time(tai_unix)
+    utc = t.utc
+    tdb = t.tdb
+    table = iers.earth_orientation_table.get()
+    dut1 = table.ut1_utc(utc.jd1, utc.jd2).to_value(u.s)
+    xp, yp = (q.to_value(u.rad) for q in table.pm_xy(utc.jd1, utc.jd2))
+    astrom, _ = erfa.apco13(
+        utc.jd1, utc.jd2, dut1, REF_LON_RAD, REF_LAT_RAD, REF_HEIGHT_M, xp, yp, 0.0, 0.0, 0.0, 0.0
+    )
+    rc, dc = math.radians(ra), math.radians(dec)
+    ri, di = erfa.atciq(rc, dc, 0.0, 0.0, 0.0, 0.0, astrom)
+    aob, zob, _, _, _ = erfa.atioq(ri, di, astrom)
+    astrom_geo, _ = erfa.apci13(tdb.jd1, tdb.jd2)
+    ri_geo, _ = erfa.atciq(rc, dc, 0.0, 0.0, 0.0, 0.0, astrom_geo)
+    alt = 90.0 - float(np.degrees(zob))
+    az = float(np.mod(np.degrees(aob), 360.0))
+    ha = float(np.mod(np.degrees(astrom["eral"] - ri_geo) / 15.0 + 12.0, 24.0) - 12.0)
+    return alt, az, ha
+
+
+def assert_time_values_match(tai_unix: float) -> None:
+    t = ref_time(tai_unix)
+    assert astro.tai_iso(tai_unix) == str(t.tai.isot)
+    assert astro.utc_iso(tai_unix) == str(t.utc.isot)
+    assert abs(astro.mjd_tai(tai_unix) - float(t.tai.mjd)) <= 1e-9
+    assert abs(astro.mjd_utc(tai_unix) - float(t.utc.mjd)) <= 1e-9
+    assert astro.dayobs(tai_unix) == ref_dayobs(tai_unix)
+    assert astro.dayobs_int(tai_unix) == int(ref_dayobs(tai_unix))
+    assert astro.eop_status(tai_unix) == ref_eop_status(tai_unix)
+
+
+def assert_sky_values_match(ra: float, dec: float, tai_unix: float) -> None:
+    ref_alt, ref_az, ref_ha = ref_observed(ra, dec, tai_unix)
+    alt, az, ha = astro.alt_az_ha(ra, dec, tai_unix)
+    assert abs(alt - ref_alt) <= 1e-7
+    assert abs((az - ref_az + 180.0) % 360.0 - 180.0) <= 1e-7
+    assert abs((ha - ref_ha + 12.0) % 24.0 - 12.0) <= 1e-8
+    assert 0.0 <= az <= 360.0 and -12.0 <= ha < 12.0
+    # The one-pass function and the separate ones give the same numbers.
+    assert astro.alt_az(ra, dec, tai_unix) == (alt, az)
+    assert astro.hour_angle_hours(ra, dec, tai_unix) == ha
+    p = astro.observed_pointing(ra, dec, tai_unix)
+    assert (p.alt_deg, p.az_deg, p.ha_hours) == (alt, az, ha)
+    assert p.eop == ref_eop_status(tai_unix)
+    assert p.airmass == astro.airmass(alt)
+
+
+@given(
+    tai_unix=st.floats(min_value=FAST_MIN, max_value=FAST_MAX, allow_nan=False),
+    ra=st.floats(min_value=0.0, max_value=360.0, exclude_max=True),
+    dec=st.floats(min_value=-90.0, max_value=90.0),
+)
+@settings(max_examples=200, deadline=None)
+def test_fast_path_matches_astropy_time_route(tai_unix, ra, dec):
+    assert_time_values_match(tai_unix)
+    assert_sky_values_match(ra, dec, tai_unix)
+
+
+@given(tai_unix=st.floats(min_value=LEAP_START - 3.0, max_value=LEAP_START + 3.0))
+@settings(max_examples=150, deadline=None)
+def test_fast_path_around_2016_leap_second(tai_unix):
+    assert_time_values_match(tai_unix)
+    assert_sky_values_match(83.6, -5.4, tai_unix)
+
+
+@pytest.mark.parametrize(
+    "offset, expected",
+    [
+        (-1.0, "2016-12-31T23:59:59.000"),
+        (-0.0005, "2016-12-31T23:59:60.000"),  # rounds up into the leap second
+        (0.0, "2016-12-31T23:59:60.000"),
+        (0.5, "2016-12-31T23:59:60.500"),
+        (0.9994, "2016-12-31T23:59:60.999"),
+        (0.9996, "2017-01-01T00:00:00.000"),
+        (1.0, "2017-01-01T00:00:00.000"),
+        (1.25, "2017-01-01T00:00:00.250"),
+    ],
+)
+def test_utc_iso_leap_second_strings(offset, expected):
+    assert astro.utc_iso(LEAP_START + offset) == expected
+    assert astro.utc_iso(LEAP_START + offset) == str(ref_time(LEAP_START + offset).utc.isot)
+    assert_time_values_match(LEAP_START + offset)
+
+
+def utc_minute_start_tai_unix(mjd: int, minute: int) -> float:
+    """TAI unix seconds of the start of a UTC minute (via astropy)."""
+    t = Time(float(mjd), minute / 1440.0, format="mjd", scale="utc")
+    return float(t.unix_tai)
+
+
+@given(
+    mjd=st.integers(min_value=57023, max_value=62100),  # 2015-01-01 .. 2028-12
+    minute=st.sampled_from([0, 1, 59, 60, 719, 720, 1438, 1439]) | st.integers(0, 1439),
+    eps=st.sampled_from([0.0, 1e-7, -1e-7, 1e-6, -1e-6, 1e-3, -1e-3, 0.5, -0.5, 29.9, -29.9]),
+    clear_memo=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_fast_path_at_utc_minute_and_day_edges(mjd, minute, eps, clear_memo):
+    if clear_memo:
+        astro._eop_memo.clear()
+    tai_unix = utc_minute_start_tai_unix(mjd, minute) + eps
+    assume(tai_unix <= FAST_MAX)
+    assert_time_values_match(tai_unix)
+    assert_sky_values_match(200.0, -60.0, tai_unix)
+
+
+@pytest.mark.parametrize("mjd", [57753, 57754, 57755])  # 2016-12-31 (leap), 2017-01-01, 2017-01-02
+@pytest.mark.parametrize("eps", [-1e-6, -1e-7, 0.0, 1e-7, 1e-6])
+def test_fast_path_at_midnight_around_leap_second(mjd, eps):
+    tai_unix = utc_minute_start_tai_unix(mjd, 0) + eps
+    assert_time_values_match(tai_unix)
+    assert_sky_values_match(10.0, -89.0, tai_unix)
+    assert_sky_values_match(300.0, 20.0, tai_unix)
+
+
+@given(
+    tai_unix=st.floats(min_value=IERS_END, max_value=FAST_MAX, allow_nan=False),
+    ra=st.floats(min_value=0.0, max_value=360.0, exclude_max=True),
+    dec=st.floats(min_value=-90.0, max_value=90.0),
+)
+@settings(max_examples=80, deadline=None)
+def test_fast_path_beyond_iers_table(tai_unix, ra, dec):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_time_values_match(tai_unix)
+        assert_sky_values_match(ra, dec, tai_unix)
+
+
+def test_beyond_iers_table_holds_last_values():
+    late = tai_unix_of_utc_calendar(2028, 6, 1, 0, 0, 0)
+    assert astro.eop_status(late) == "extrapolated"
+    t = ref_time(late).utc
+    table = iers.earth_orientation_table.get()
+    dut1, xp, yp, status = astro._eop_scalar(float(t.jd1), float(t.jd2))
+    assert dut1 == pytest.approx(table["UT1_UTC"][-1].to_value(u.s), abs=1e-15)
+    assert xp == pytest.approx(table["PM_x"][-1].to_value(u.rad), abs=1e-18)
+    assert yp == pytest.approx(table["PM_y"][-1].to_value(u.rad), abs=1e-18)
+    assert status == iers.TIME_BEYOND_IERS_RANGE
+
+
+def test_dubious_years_take_the_astropy_route():
+    # From 2029 ERFA flags UTC as "dubious": same values and same warnings.
+    t = tai_unix_of_utc_calendar(2031, 6, 1, 3, 0, 0)
+    with pytest.warns(erfa.ErfaWarning):
+        iso = astro.utc_iso(t)
+    with pytest.warns(erfa.ErfaWarning):
+        ref = str(ref_time(t).utc.isot)
+    assert iso == ref
+    with pytest.warns(erfa.ErfaWarning):
+        assert_time_values_match(t)
+        assert_sky_values_match(120.0, -45.0, t)
+
+
+@pytest.mark.parametrize("n", [0, 1, 123, 499, 500, 998, 999])
+def test_iso_millisecond_rounding_matches_astropy(n):
+    base = tai_unix_of_tai_calendar(2026, 3, 1, 23, 59, 59)
+    for x in (base + n / 1000.0 + 0.0005, base + n / 1000.0 + 0.00049999, base + n / 1000.0 + 0.0004):
+        assert astro.tai_iso(x) == str(ref_time(x).tai.isot)
+        assert astro.utc_iso(x) == str(ref_time(x).utc.isot)
+
+
+@given(
+    tai_unix=st.floats(min_value=-3e9, max_value=4e9, allow_nan=False)
+    | st.floats(min_value=FAST_MIN, max_value=FAST_MAX, allow_nan=False)
+)
+@settings(max_examples=300, deadline=None)
+def test_tai_jd_is_bit_identical_to_time(tai_unix):
+    t = ref_time(tai_unix)
+    assert astro._tai_jd(tai_unix) == (float(t.jd1), float(t.jd2))
+    if FAST_MIN <= tai_unix <= FAST_MAX:
+        utc = t.utc
+        assert astro._utc_jd(*astro._tai_jd(tai_unix)) == (float(utc.jd1), float(utc.jd2))
+
+
+@given(
+    val1=st.floats(min_value=-1e12, max_value=1e12, allow_nan=False),
+    val2=st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+    divisor=st.sampled_from([None, 86400.0]),
+)
+@settings(max_examples=300, deadline=None)
+def test_day_frac_replica_is_bit_identical(val1, val2, divisor):
+    day, frac = astropy_day_frac(np.float64(val1), np.float64(val2), divisor=divisor)
+    assert astro._day_frac(val1, val2, divisor=divisor) == (float(day), float(frac))
+
+
+@given(tai_unix=st.floats(min_value=FAST_MIN, max_value=FAST_MAX, allow_nan=False))
+@settings(max_examples=200, deadline=None)
+def test_eop_memo_matches_astropy_iers(tai_unix):
+    t = ref_time(tai_unix).utc
+    table = iers.earth_orientation_table.get()
+    ref_dut1, ref_status = table.ut1_utc(t.jd1, t.jd2, return_status=True)
+    ref_xp, ref_yp = table.pm_xy(t.jd1, t.jd2)
+    dut1, xp, yp, status = astro._eop_scalar(float(t.jd1), float(t.jd2))
+    assert abs(dut1 - ref_dut1.to_value(u.s)) < 1e-14  # s
+    assert abs(xp - ref_xp.to_value(u.rad)) < 1e-18  # rad
+    assert abs(yp - ref_yp.to_value(u.rad)) < 1e-18
+    assert status == int(ref_status)
+
+
+def test_vectorised_paths_match_reference():
+    rng = np.random.default_rng(20261125)
+    ts = rng.uniform(FAST_MIN, FAST_MAX, 40)
+    ras = rng.uniform(0.0, 360.0, 40)
+    decs = np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, 40)))
+    # Arrays of instants (astropy IERS route) ...
+    alts, azs = astro.alt_az_many(ras, decs, ts)
+    has = astro.hour_angle_hours_many(ras, decs, ts)
+    # ... and many positions at one instant (fast time path).
+    alts1, azs1 = astro.alt_az_many(ras, decs, ts[0])
+    has1 = astro.hour_angle_hours_many(ras, decs, ts[0])
+    for k in range(len(ts)):
+        ref_alt, ref_az, ref_ha = ref_observed(ras[k], decs[k], ts[k])
+        assert abs(alts[k] - ref_alt) <= 1e-7
+        assert abs((azs[k] - ref_az + 180.0) % 360.0 - 180.0) <= 1e-7
+        assert abs((has[k] - ref_ha + 12.0) % 24.0 - 12.0) <= 1e-8
+        ref_alt, ref_az, ref_ha = ref_observed(ras[k], decs[k], ts[0])
+        assert abs(alts1[k] - ref_alt) <= 1e-7
+        assert abs((azs1[k] - ref_az + 180.0) % 360.0 - 180.0) <= 1e-7
+        assert abs((has1[k] - ref_ha + 12.0) % 24.0 - 12.0) <= 1e-8
+
+
+def test_input_types_agree():
+    x = tai_unix_of_utc_calendar(2026, 11, 25, 3, 4, 6)
+    ref = (astro.tai_iso(x), astro.utc_iso(x), astro.mjd_tai(x), astro.dayobs(x), astro.alt_az_ha(1.0, -2.0, x))
+    for v in (int(x), np.float64(x), np.int64(int(x)), np.array(x)):
+        got = (astro.tai_iso(v), astro.utc_iso(v), astro.mjd_tai(v), astro.dayobs(v), astro.alt_az_ha(1.0, -2.0, v))
+        assert got[:4] == ref[:4]
+        assert got[4] == pytest.approx(ref[4], abs=1e-9)
+    # Non-finite input is rejected by astropy, as before.
+    for fn in (astro.tai_iso, astro.utc_iso, astro.mjd_utc, astro.dayobs, astro.eop_status):
+        with pytest.raises(ValueError):
+            fn(float("nan"))
+    with pytest.raises(ValueError):
+        astro.alt_az(1.0, 2.0, float("inf"))
+
+
+def test_site_constants_match_earthlocation():
+    assert astro._SITE_LON_RAD == pytest.approx(astro.SITE.lon.to_value(u.rad), abs=1e-15)
+    assert astro._SITE_LAT_RAD == pytest.approx(astro.SITE.lat.to_value(u.rad), abs=1e-15)
+    assert astro._SITE_HEIGHT_M == pytest.approx(astro.SITE.height.to_value(u.m), abs=1e-9)
+    assert isinstance(astro.SITE, EarthLocation)
+    assert "SITE" in dir(astro)
+
+
+def test_import_does_not_need_astropy_coordinates():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import header.astro as a\n"
+        "a.preload(); a.alt_az_ha(10.0, -20.0, 1.8e9); a.utc_iso(1.8e9); a.observed_pointing(1.0, 2.0, 1.8e9)\n"
+        "assert 'astropy.coordinates' not in sys.modules\n"
+        "from header.astro import SITE\n"
+        "assert type(SITE).__name__ == 'EarthLocation' and a.SITE is SITE\n"
+    )
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)

@@ -95,7 +95,7 @@ def fast_loop(endpoint: str, instrument: str, out: Out, stop: threading.Event, k
         head = frames[2][:4096]
         m_c = _COMPLETE.search(head)
         m_v = _VERSION.search(head)
-        m_s = _COMPOSE_S.search(frames[2], max(len(frames[2]) - 4096, 0))
+        m_s = _COMPOSE_S.search(head) or _COMPOSE_S.search(frames[2], max(len(frames[2]) - 4096, 0))
         stats["received"] += 1
         out.emit(
             k="fast",
