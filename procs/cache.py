@@ -132,12 +132,25 @@ class Store:
         return h.between(t0, t1) if h else []
 
     def collect(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Snapshots at each point and samples in each window; with ``fields`` (topic key -> field
+        names) only those fields of each sample's data are sent."""
+        fields = {k: frozenset(v) for k, v in (req.get("fields") or {}).items()}
+
+        def trim(key: str, s: dict[str, Any] | None) -> dict[str, Any] | None:
+            keep = fields.get(key)
+            if s is None or keep is None:
+                return s
+            return dict(s, data={f: v for f, v in s["data"].items() if f in keep})
+
         snaps = {
-            point: {key: self.as_of(key, float(req["points"][point])) for key in keys}
+            point: {key: trim(key, self.as_of(key, float(req["points"][point]))) for key in keys}
             for point, keys in req.get("topics", {}).items()
             if point in req.get("points", {})
         }
-        windows = {w["key"]: self.between(w["key"], float(w["t0"]), float(w["t1"])) for w in req.get("windows", [])}
+        windows = {
+            w["key"]: [trim(w["key"], s) for s in self.between(w["key"], float(w["t0"]), float(w["t1"]))]
+            for w in req.get("windows", [])
+        }
         return {"snapshots": snaps, "windows": windows}
 
 

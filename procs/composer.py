@@ -51,19 +51,54 @@ class OpenExposure:
     grace_wall: float | None = None  # end seen before start: finish when this passes
 
 
-def collection_request(cfg: InstanceConfig, kmap: KeywordMap, points: dict[str, float]) -> dict[str, Any]:
-    """The cache request for one header: topic keys per collection point, monitor windows."""
-    topics: dict[str, set[str]] = {p: set() for p in points}
-    topics.setdefault("start", set()).add(topic_key(cfg.camera, "focalPlaneSummaryInfo"))
-    windows = []
+#: Fields read besides each keyword's own: sensor order and makers, keyed-array keys, time series origin.
+AUX_FIELDS = ("ccdLocation", "ccdManufacturer", "location", "additionalKeys", "cRioTimestamp")
+
+
+def needed_fields(kmap: KeywordMap) -> dict[str, list[str]]:
+    """Per topic key, the fields a header reads: the cache answers with those alone."""
+    out: dict[str, set[str]] = {}
     for src in kmap.keywords:
-        if src.component == cfg.camera and src.topic in CAMERA_EVENTS:
+        out.setdefault(src.topic_key, set(AUX_FIELDS)).add(src.field)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def collection_request(cfg: InstanceConfig, kmap: KeywordMap, points: dict[str, float]) -> dict[str, Any]:
+    """The cache request for one header: topic keys per collection point, monitor windows, and the
+    fields each topic is read for."""
+    topics, monitored, fields = _request_plan(cfg.camera, kmap, tuple(sorted(points)))
+    windows = []
+    if "start" in points:
+        windows = [{"key": k, "t0": points["start"], "t1": points.get("end", points["start"])} for k in monitored]
+    return {"op": "collect", "points": points, "topics": topics, "windows": windows, "fields": fields}
+
+
+_Plan = tuple[dict[str, list[str]], list[str], dict[str, list[str]]]
+_PLANS: dict[tuple[str, int, tuple[str, ...]], tuple[KeywordMap, _Plan]] = {}
+
+
+def _request_plan(camera: str, kmap: KeywordMap, point_names: tuple[str, ...]) -> _Plan:
+    """Topics per point, monitored topics and fields of a keyword map: the same for every header."""
+    memo_key = (camera, id(kmap), point_names)
+    got = _PLANS.get(memo_key)
+    if got is not None and got[0] is kmap:
+        return got[1]
+    topics: dict[str, set[str]] = {p: set() for p in point_names}
+    fp_key = topic_key(camera, "focalPlaneSummaryInfo")
+    topics.setdefault("start", set()).add(fp_key)
+    monitored = []
+    for src in kmap.keywords:
+        if src.component == camera and src.topic in CAMERA_EVENTS:
             continue
-        point = src.when if src.when in points else "start"
+        point = src.when if src.when in point_names else "start"
         topics.setdefault(point, set()).add(src.topic_key)
-        if src.monitor and "start" in points:
-            windows.append({"key": src.topic_key, "t0": points["start"], "t1": points.get("end", points["start"])})
-    return {"op": "collect", "points": points, "topics": {p: sorted(k) for p, k in topics.items()}, "windows": windows}
+        if src.monitor:
+            monitored.append(src.topic_key)
+    fields = dict(needed_fields(kmap))
+    fields.setdefault(fp_key, list(AUX_FIELDS))
+    plan = ({p: sorted(k) for p, k in topics.items()}, monitored, fields)
+    _PLANS[memo_key] = (kmap, plan)
+    return plan
 
 
 def collection_points(ev: dict[str, dict[str, Any]]) -> dict[str, float]:
