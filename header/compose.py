@@ -183,24 +183,30 @@ def sensors_of(inputs: ExposureInputs, cfg: InstanceConfig) -> tuple[list[Sensor
 def resolve_all(cfg: InstanceConfig, kmap: KeywordMap, inputs: ExposureInputs, sensors: list[Sensor]) -> dict[str, Resolved]:
     locs = [s.location for s in sensors]
     out: dict[str, Resolved] = {}
+    per_sensor_locs = tuple(locs)
     for src in kmap.keywords:
         sample = _sample_for(src, inputs, cfg.camera)
-        memo_key = None
-        if src.kind in ("ccd_array", "ccd_array_str") and sample is not None:
-            memo_key = (src.keyword, src.topic_key, sample.get("sndStamp"), inputs.points.get(src.when), tuple(locs))
-            if memo_key in _PER_SENSOR_MEMO:
-                out[src.keyword] = _PER_SENSOR_MEMO[memo_key]
-                continue
         at = inputs.points.get(src.when) or inputs.points.get("start", 0.0)
         max_age = src.max_age
         if max_age is None and sal.get_topic(src.component, src.topic).kind == "telemetry":
             max_age = cfg.telemetry_max_age
+        memo_key = None
+        stamp = sample.get("sndStamp") if sample is not None else None
+        if not src.monitor and isinstance(stamp, float):
+            # a sample is known by its topic and time: the same sample at the same collection
+            # time reduces the same way (provisional and final compositions, every sensor)
+            per = per_sensor_locs if src.kind in ("ccd_array", "ccd_array_str") else None
+            memo_key = (id(src), src.keyword, src.topic_key, stamp, at, max_age, per)
+            got = _REDUCED_MEMO.get(memo_key)
+            if got is not None and got[0] is src:
+                out[src.keyword] = got[1]
+                continue
         window = inputs.windows.get(src.topic_key) if src.monitor else None
         out[src.keyword] = reduce_keyword(src, sample, at, locs, max_age, window)
         if memo_key is not None:
-            _PER_SENSOR_MEMO[memo_key] = out[src.keyword]
-            while len(_PER_SENSOR_MEMO) > _PER_SENSOR_KEPT:
-                _PER_SENSOR_MEMO.popitem(last=False)
+            _REDUCED_MEMO[memo_key] = (src, out[src.keyword])
+            while len(_REDUCED_MEMO) > _REDUCED_KEPT:
+                _REDUCED_MEMO.popitem(last=False)
     return out
 
 
@@ -231,8 +237,8 @@ def encoded_hdu(cards: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(checksum_cards(list(cards)))
 
 
-_PER_SENSOR_MEMO: "OrderedDict[tuple, Resolved]" = OrderedDict()
-_PER_SENSOR_KEPT = 512
+_REDUCED_MEMO: "OrderedDict[tuple, tuple[KeywordSource, Resolved]]" = OrderedDict()
+_REDUCED_KEPT = 4096  # reduced keywords: several headers' worth for the largest keyword map
 
 
 def _event_time(inputs: ExposureInputs, topic: str, field_name: str) -> float | None:
@@ -524,7 +530,52 @@ def sensor_plan(
 def segment_hdus(
     templates: Templates, resolved: dict[str, Resolved], comp: "Computer", s: Sensor, index: int, errors: list[str]
 ) -> list[tuple[list[str], str]]:
-    """The segment HDUs of one sensor, in readout order (10..17, 07..00)."""
+    """The segment HDUs of one sensor, in readout order (10..17, 07..00); memoized on the sensor
+    and on whatever else the segment template reads."""
+    names = _segment_value_names(s)
+    deps = tuple(_segment_entry_key(t, resolved, comp, s.location, names) for t in templates.segment)
+    key = (id(templates.segment), s.location, s.vendor, tuple(sorted(s.readout.items())), index, deps)
+    hit = _SEGMENT_MEMO.get(key)
+    if hit is None:
+        errs: list[str] = []
+        hit = (tuple((tuple(c), n) for c, n in _segment_hdus(templates, resolved, comp, s, index, errs)), errs)
+        _SEGMENT_MEMO[key] = hit
+        while len(_SEGMENT_MEMO) > _SEGMENT_KEPT:
+            _SEGMENT_MEMO.popitem(last=False)
+    errors.extend(hit[1])
+    return [(list(c), n) for c, n in hit[0]]
+
+
+_SEGMENT_MEMO: "OrderedDict[tuple, tuple[tuple[tuple[tuple[str, ...], str], ...], list[str]]]" = OrderedDict()
+_SEGMENT_KEPT = 256  # sensors' segment sets
+
+
+def _segment_value_names(s: Sensor) -> frozenset[str]:
+    """Names a segment template finds in a segment's own values (geometry and identity)."""
+    geo = s.segment(geometry.segment_names(s.n_segments)[0])
+    return frozenset(k.lower() for k in geo) | {"segment_extname", "ccdslot", "extver"}
+
+
+def _segment_entry_key(t: CardTemplate, resolved: dict[str, Resolved], comp: "Computer", location: str, names: frozenset[str]) -> Any:
+    if t.kind == "static":
+        return None
+    if t.kind == "computed":
+        if t.computed in names:
+            return None
+        try:
+            return ("computed", comp.value(t.computed or ""))
+        except CardError as exc:
+            return ("error", str(exc))
+    r = resolved.get(t.key)
+    if r is None:
+        return None
+    fallback = comp.value(t.fallback) if t.fallback and t.fallback not in names else None
+    return (r.value, r.reason, r.per_sensor.get(location) if r.per_sensor is not None else None, fallback)
+
+
+def _segment_hdus(
+    templates: Templates, resolved: dict[str, Resolved], comp: "Computer", s: Sensor, index: int, errors: list[str]
+) -> list[tuple[list[str], str]]:
     out = []
     for seg in geometry.segment_names(s.n_segments):
         geo = s.segment(seg)

@@ -49,6 +49,9 @@ class OpenExposure:
     deadline_tai: float | None = None
     deadline_wall: float | None = None
     grace_wall: float | None = None  # end seen before start: finish when this passes
+    # snapshots at the start and readout points read by the provisional composition (not journaled)
+    early: dict[str, dict[str, Any]] = field(default_factory=dict)
+    early_points: dict[str, float] = field(default_factory=dict)
 
 
 #: Fields read besides each keyword's own: sensor order and makers, keyed-array keys, time series origin.
@@ -70,7 +73,7 @@ def collection_request(cfg: InstanceConfig, kmap: KeywordMap, points: dict[str, 
     windows = []
     if "start" in points:
         windows = [{"key": k, "t0": points["start"], "t1": points.get("end", points["start"])} for k in monitored]
-    return {"op": "collect", "points": points, "topics": topics, "windows": windows, "fields": fields}
+    return {"op": "collect", "points": points, "topics": dict(topics), "windows": windows, "fields": fields}
 
 
 _Plan = tuple[dict[str, list[str]], list[str], dict[str, list[str]]]
@@ -253,6 +256,7 @@ class Composer:
             return
         if st.restarted:
             self.resync_from_cache()
+        msg.payload["composerStamp"] = tai_now()
         self.apply_event(msg.payload, source="listener", seq=(msg.envelope.sender, msg.envelope.seq))
         self.check_deadlines()
 
@@ -373,9 +377,13 @@ class Composer:
         req = collection_request(self.cfg, self.kmap, points)
         if exp.last_seq[0]:
             req["after"] = {"sender": exp.last_seq[0], "seq": exp.last_seq[1]}
+        known = {p: s for p, s in exp.early.items() if exp.early_points.get(p) == points.get(p)}
+        for p in known:  # read at the provisional composition: only what is new is asked for now
+            req["topics"].pop(p, None)
+        t_collect = time.perf_counter()
         try:
             reply = self.collect(req)
-            snapshots, windows = reply.get("snapshots", {}), reply.get("windows", {})
+            snapshots, windows = {**known, **reply.get("snapshots", {})}, reply.get("windows", {})
             if not reply.get("caught_up", True):
                 log.warning("cache answered for %s before catching up with the listener", exp.image_name)
             for gap in reply.get("outages", []):
@@ -391,10 +399,11 @@ class Composer:
         if version is None:
             version = int(self.done.get(exp.image_name, [0])[0]) + 1
         t0 = time.perf_counter()
+        collect_s = t0 - t_collect
         header = compose_header(self.cfg, self.kmap, self.templates, inputs, tai_now(), version)
         compose_s = time.perf_counter() - t0
         topic = f"hdr.{self.cfg.instrument}.{exp.image_name}"
-        body = header.payload_json(composeSeconds=compose_s)  # one encoding for both paths
+        body = header.payload_json(composeSeconds=compose_s, collectSeconds=collect_s)  # one encoding, both paths
         self.pub.send_multipart(self.fast_sender.frames(topic, body))
         self.push.send_multipart(self.sender.frames(topic, body))
         self.done.pop(exp.image_name, None)
@@ -412,13 +421,24 @@ class Composer:
         self.counts["headers" if header.complete else "headers_incomplete"] += 1
         self.report_bad_values(header.image_name, header.provenance)
         log.info(
-            "%s composed v%d (%s, %d HDUs) in %.1f ms",
+            "%s composed v%d (%s, %d HDUs) in %.1f ms after %.1f ms collecting telemetry%s",
             exp.image_name,
             version,
             "complete" if header.complete else "INCOMPLETE: " + "; ".join(header.reasons),
             len(header.hdus),
             compose_s * 1000,
+            collect_s * 1000,
+            self.event_delays(exp.events.get("endOfImageTelemetry")),
         )
+
+    @staticmethod
+    def event_delays(ev: dict[str, Any] | None) -> str:
+        """How long the end event took from its writer to the listener, and on to this process."""
+        if not ev or not isinstance(ev.get("rcvStamp"), float) or not isinstance(ev.get("sndStamp"), float):
+            return ""
+        bus, hop = ev["rcvStamp"] - ev["sndStamp"], ev.get("composerStamp", ev["rcvStamp"]) - ev["rcvStamp"]
+        on_bus = f"{bus * 1000:.1f} ms on the bus, " if 0.0 <= bus < 60.0 else ""  # a replayed night's stamps are old
+        return f"; endOfImageTelemetry {on_bus}{hop * 1000:.1f} ms listener to composer"
 
     def precompose(self, exp: OpenExposure) -> None:
         """Compose the header provisionally at startReadout (and again when the readout geometry
@@ -433,10 +453,18 @@ class Composer:
             return
         t0 = time.perf_counter()
         points = collection_points(exp.events)
+        req = collection_request(self.cfg, self.kmap, points)
+        if exp.last_seq[0]:
+            req["after"] = {"sender": exp.last_seq[0], "seq": exp.last_seq[1]}
         try:
-            reply = self.cache.request(collection_request(self.cfg, self.kmap, points), timeout_ms=2000)
+            reply = self.cache.request(req, timeout_ms=2000)
         except CacheUnavailable:
             return
+        if reply.get("caught_up", True) and not reply.get("outages"):
+            # The start and readout points are seconds old by now: every sample stamped before
+            # them has reached the cache, so their snapshots are final (the end point's are not).
+            exp.early = {p: s for p, s in reply.get("snapshots", {}).items() if p in ("start", "readout")}
+            exp.early_points = {p: points[p] for p in exp.early}
         inputs = ExposureInputs(
             exp.image_name, exp.events, points, reply.get("snapshots", {}), reply.get("windows", {}), []
         )

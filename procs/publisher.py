@@ -191,6 +191,7 @@ class Publisher:
         """
         image = payload["imageName"]
         version = int(payload["version"])
+        t0 = time.perf_counter()
         data, md5 = header_file(payload)
         prev = self.index.entries.get(image)
         if prev and int(prev["version"]) > version or (prev and int(prev["version"]) == version and prev.get("announced")):
@@ -213,13 +214,18 @@ class Publisher:
             "announced": None,
         }
         self.index.add(entry, sync=False)
+        t1 = time.perf_counter()
         self.announcer.announce(url, version, len(data), md5, image)
+        t2 = time.perf_counter()
         atomic_write(path.with_suffix(".prov.json"), json.dumps(payload.get("provenance", {}), indent=1).encode())
         entry = dict(entry, announced=tai_now())
         self.index.add(entry)
         self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", entry))
         self.counts["announced"] += 1
-        log.info("%s v%d written (%d bytes, md5 %s) and announced at %s", image, version, len(data), md5, url)
+        log.info(
+            "%s v%d written (%d bytes, md5 %s) and announced at %s; %.1f ms to write, %.1f ms to announce",
+            image, version, len(data), md5, url, (t1 - t0) * 1000, (t2 - t1) * 1000,
+        )  # fmt: skip
 
     def run(self, stop: Stop) -> None:
         log.info("publisher up: annex %s, HTTP %s", self.root, self.base_url)

@@ -82,7 +82,12 @@ class SalTopic:
         return f"{self.component}.{self.name}"
 
     def field_map(self) -> dict[str, SalField]:
-        return {f.name: f for f in self.fields}
+        """Fields by name (built once per topic: the composer looks types up for every keyword)."""
+        fmap = self.__dict__.get("_field_map")
+        if fmap is None:
+            fmap = {f.name: f for f in self.fields}
+            object.__setattr__(self, "_field_map", fmap)
+        return fmap
 
 
 class UnknownTopicError(KeyError):
