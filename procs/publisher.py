@@ -1,10 +1,13 @@
 """hs-publisher: the only writer of the LFO annex; serves it over HTTP and announces each file.
 
 PULLs finished headers from the composer, writes ``<annex>/<instrument>/<DAYOBS>/<imageName>.fits``
-atomically (temporary file, fsync, rename) with its provenance side-car
-(``<imageName>.prov.json``), records it in the annex index, and announces it on DDS with
-largeFileObjectAvailable (url, generator, version, byteSize, checkSum = MD5, mimeType, id). Each
-imageName and version is written and announced once.
+atomically (temporary file, rename), records it in the annex index, announces it on DDS with
+largeFileObjectAvailable (url, generator, version, byteSize, checkSum = MD5, mimeType, id), then
+makes it durable (fsync of file and folder), writes its provenance side-car
+(``<imageName>.prov.json``) and acknowledges it to the composer. A process that dies at any point
+leaves a whole file or none; a machine that crashes between announcement and fsync is covered by
+the composer, which keeps every unacknowledged header and sends it again. Each imageName and
+version is written and announced once.
 """
 
 from __future__ import annotations
@@ -35,16 +38,33 @@ MIME = "application/fits"
 IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` so that readers see either nothing or the whole file."""
+def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write ``data`` so that readers see either nothing or the whole file; with ``sync`` it is
+    on disk when this returns, otherwise call :func:`sync_file` later."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
+    if sync:
+        _sync_dir(path.parent)
+
+
+def sync_file(path: Path) -> None:
+    """Make a file written by ``atomic_write(..., sync=False)`` durable, rename included."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _sync_dir(path.parent)
+
+
+def _sync_dir(folder: Path) -> None:
+    dfd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
@@ -109,27 +129,18 @@ class Announcer:
         self.dp = DomainParticipant(cfg.dds_domain)
         self.writer = DataWriter(self.dp, Topic(self.dp, st.dds_name, sal.idl_class(cfg.csc, "largeFileObjectAvailable"), qos=qos), qos=qos)
         self.seq = 0
+        self.sample = sal.make_sample(
+            cfg.csc, "largeFileObjectAvailable", 0, generator=cfg.csc, mimeType=MIME, private_identity=cfg.csc
+        )
 
     def announce(self, url: str, version: int, size: int, md5: str, image: str) -> None:
+        """One largeFileObjectAvailable; the sample is built once and refilled (it is on the
+        announcement's critical path)."""
         self.seq += 1
-        now = tai_now()
-        self.writer.write(
-            sal.make_sample(
-                self.csc,
-                "largeFileObjectAvailable",
-                0,
-                url=url,
-                generator=self.csc,
-                version=float(version),
-                byteSize=size,
-                checkSum=md5,
-                mimeType=MIME,
-                id=image,
-                private_sndStamp=now,
-                private_seqNum=self.seq,
-                private_identity=self.csc,
-            )
-        )
+        s = self.sample
+        s.url, s.version, s.byteSize, s.checkSum, s.id = url, float(version), size, md5, image
+        s.private_sndStamp, s.private_seqNum = tai_now(), self.seq
+        self.writer.write(s)
 
 
 class AnnexHandler(SimpleHTTPRequestHandler):
@@ -201,7 +212,7 @@ class Publisher:
             return
         rel = self.relpath(str(payload["dayobs"]), image)
         path = self.root / rel
-        atomic_write(path, data)
+        atomic_write(path, data, sync=False)  # complete for every reader now; on disk below
         url = f"{self.base_url}/{rel}"
         entry = {
             "imageName": image,
@@ -217,6 +228,9 @@ class Publisher:
         t1 = time.perf_counter()
         self.announcer.announce(url, version, len(data), md5, image)
         t2 = time.perf_counter()
+        # Durable before the acknowledgement: until then the composer keeps the header and sends it
+        # again after a crash of this machine, and the publisher writes and announces it again.
+        sync_file(path)
         atomic_write(path.with_suffix(".prov.json"), json.dumps(payload.get("provenance", {}), indent=1).encode())
         entry = dict(entry, announced=tai_now())
         self.index.add(entry)
