@@ -69,6 +69,16 @@ class Counters(Counter):
         return dict(self)
 
 
+def release_free_memory() -> None:
+    """Return freed heap memory to the system (glibc ``malloc_trim``); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class GcPacer:
     """Cyclic garbage collection at quiet moments rather than whenever allocations pile up.
 
@@ -77,7 +87,10 @@ class GcPacer:
     header's composition. A process using this pacer freezes what it built at start-up (never
     scanned again), turns automatic collection off, and calls :meth:`step` from its loop: young
     objects are collected when the loop is quiet (at most every ``young_s``, and at least every
-    ``busy_s`` under continuous load), everything else when quiet every ``full_s``.
+    ``busy_s`` under continuous load), everything else when quiet every ``full_s``. After the
+    start-up collection and every full one, freed heap pages go back to the system
+    (``malloc_trim``): reading the IERS table at start-up alone leaves some 80 MB of freed memory
+    resident in the composer otherwise.
     """
 
     def __init__(self, young_s: float = 1.0, busy_s: float = 10.0, full_s: float = 300.0):
@@ -88,6 +101,7 @@ class GcPacer:
         gc.collect()
         gc.freeze()
         gc.disable()
+        release_free_memory()
         self.last_young = self.last_full = time.monotonic()
 
     def step(self, quiet: bool) -> None:
@@ -95,6 +109,7 @@ class GcPacer:
         since = now - self.last_young
         if quiet and now - self.last_full >= self.full_s:
             self.gc.collect()
+            release_free_memory()
             self.last_full = self.last_young = time.monotonic()
         elif (quiet and since >= self.young_s) or since >= self.busy_s:
             self.gc.collect(1)

@@ -156,6 +156,7 @@ class Composer:
         self.router = ctx.socket(zmq.ROUTER)
         self.router.bind(cfg.endpoints.composer_router)
         self.recent: OrderedDict[str, Any] = OrderedDict()  # imageName -> SensorContext (per-sensor requests)
+        self.precompose_due: dict[str, None] = {}  # exposures to compose provisionally, in order
         self.sender = Sender(sender_id("composer", cfg.instrument))
         self.fast_sender = Sender(self.sender.sender)  # hdr.* only: forwarders see contiguous numbers
         self.ctl_sender = Sender(sender_id("composer-ctl", cfg.instrument))  # status, skipped, faults
@@ -320,7 +321,7 @@ class Composer:
             and "endOfImageTelemetry" not in exp.events
             and source == "listener"
         ):
-            self.precompose(exp)
+            self.precompose_due[name] = None  # run from the loop once no event is waiting
         if "endOfImageTelemetry" in exp.events:
             if "startIntegration" in exp.events or self.fill_missing_event(exp, "startIntegration"):
                 self.finish(exp, reasons=[])
@@ -471,6 +472,15 @@ class Composer:
         compose_header(self.cfg, self.kmap, self.templates, inputs, tai_now(), 1).payload_json()
         log.debug("%s precomposed in %.1f ms", exp.image_name, (time.perf_counter() - t0) * 1000)
 
+    def precompose_next(self) -> None:
+        """One due provisional composition, when nothing is waiting: an endOfImageTelemetry that
+        is already queued is never kept waiting behind work it makes unnecessary."""
+        name = next(iter(self.precompose_due))
+        del self.precompose_due[name]
+        exp = self.open.get(name)
+        if exp is not None and "endOfImageTelemetry" not in exp.events:
+            self.precompose(exp)
+
     def collect(self, req: dict[str, Any]) -> dict[str, Any]:
         """The cache's snapshots; a restarting cache gets a few tries before the header goes incomplete."""
         for attempt in range(CACHE_TRIES):
@@ -600,7 +610,10 @@ class Composer:
         poller.register(self.acks, zmq.POLLIN)
         pacer = GcPacer()
         while not stop.requested:
-            events = dict(poller.poll(100))
+            events = dict(poller.poll(0 if self.precompose_due else 100))
+            if not events and self.precompose_due:
+                self.precompose_next()
+                continue
             pacer.step(quiet=not events and not any("startReadout" in e.events for e in self.open.values()))
             if self.sub in events:
                 drain(self.sub, self.on_event)

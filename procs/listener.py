@@ -70,11 +70,11 @@ class DdsBus:
             self.waitset.attach(cond)
             self.readers.append((component, name, reader, f"sal.{component}.{name}".encode(), cls))
 
-    def poll(self, timeout_s: float) -> Iterator[tuple[str, str, bytes, bytes | None, int | None, Any]]:
-        """(component, topic, topic frame, CDR bytes or None, source ns, type) per valid sample.
+    def poll(self, timeout_s: float) -> Iterator[tuple[str, str, bytes, bytes, int | None, Any]]:
+        """(component, topic, topic frame, CDR bytes, source ns, type) per valid sample.
 
-        CDR is None only when the DDS binding gives no access to serialized samples (then the
-        sample is taken decoded and serialized again)."""
+        When the DDS binding gives no access to serialized samples, a sample is taken decoded and
+        serialized again."""
         from cyclonedds.util import duration
 
         self.waitset.wait(duration(seconds=timeout_s))

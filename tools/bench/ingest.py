@@ -28,7 +28,7 @@ COMPONENT, TOPIC, INDEX = "ESS", "temperature", 301
 TOPIC_KEY = "ESS.temperature:301"
 TAI_MINUS_UTC = 37.0
 MAX_BURST_S = 0.02  # at most 20 ms worth of samples written back to back after the writer was descheduled
-SUSTAIN_TRIES = 2  # the best lossless step rate, then the next lower one
+SUSTAIN_TRIES = 3  # the best lossless step rate, then the next lower ones
 
 
 def _field_offset(sample: Any, name: str, a: float, b: float) -> int:
