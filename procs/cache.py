@@ -31,7 +31,7 @@ REFILL_AFTER = 5.0  # s after an outage closes before samples inside it count as
 SEGMENT_SECONDS = 600.0  # a new history segment on disk every 10 minutes
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=2048)
 def _decoded(component: str, topic: str, raw: bytes) -> dict[str, Any]:
     """A stored record decoded; memoized, since each snapshot is read at several collection points
     and by the provisional composition (bytes keep their hash, so a lookup costs one dict probe)."""
