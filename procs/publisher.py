@@ -50,25 +50,22 @@ def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
             os.fsync(fh.fileno())
     os.replace(tmp, path)
     if sync:
-        _sync_dir(path.parent)
+        _fsync(path.parent)
 
 
 def sync_file(path: Path) -> None:
     """Make a file written by ``atomic_write(..., sync=False)`` durable, rename included."""
+    _fsync(path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or a folder by its path."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _sync_dir(path.parent)
-
-
-def _sync_dir(folder: Path) -> None:
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def header_file(payload: dict[str, Any]) -> tuple[bytes, str]:
