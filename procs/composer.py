@@ -34,6 +34,7 @@ DONE_KEPT = 5000  # composed images remembered in the journal
 ACK_TIMEOUT = 5.0  # s before an unacknowledged header is sent to the publisher again
 RESYNC_MARGIN = 120.0  # s of bus time replayed from the cache after a restart or a gap
 RESYNC_WINDOW = 3600.0  # s replayed when the journal has no bus time
+RESYNC_HOLD = 30.0  # s without deadlines while a resync from the cache is pending
 END_GRACE = 1.0  # s to wait for an exposure's other events when its end arrives first
 CACHE_TRIES = 4  # cache requests (5 s each) before a header is written without telemetry
 FILL_WINDOW = 4 * 3600.0  # s of cache history searched for an image's missing events
@@ -157,6 +158,7 @@ class Composer:
         self.router.bind(cfg.endpoints.composer_router)
         self.recent: OrderedDict[str, Any] = OrderedDict()  # imageName -> SensorContext (per-sensor requests)
         self.precompose_due: dict[str, None] = {}  # exposures to compose provisionally, in order
+        self.resync_since: float | None = None  # when a resync from the cache first failed
         self.sender = Sender(sender_id("composer", cfg.instrument))
         self.fast_sender = Sender(self.sender.sender)  # hdr.* only: forwarders see contiguous numbers
         self.ctl_sender = Sender(sender_id("composer-ctl", cfg.instrument))  # status, skipped, faults
@@ -221,19 +223,28 @@ class Composer:
         self.resync_from_cache()
 
     def resync_from_cache(self) -> None:
-        """Replay camera events the cache holds since the journal's bus time (clone pattern)."""
+        """Replay camera events the cache holds since the journal's bus time (clone pattern).
+
+        All of them or none: the events are fetched first and applied in time order, so that a
+        cache restarting halfway never leaves later exposures' starts without earlier ends (which
+        would make those look late). Until it succeeds the resync is retried every second and no
+        exposure is declared late (for at most ``RESYNC_HOLD`` seconds)."""
         since = self.bus_time - RESYNC_MARGIN if self.bus_time else tai_now() - RESYNC_WINDOW
-        replayed = 0
+        samples: list[dict[str, Any]] = []
         for topic in ("startIntegration", "startReadout", "endReadout", "imageReadoutParameters", "endOfImageTelemetry"):
             try:
                 reply = self.cache.request(
                     {"op": "range", "key": topic_key(self.cfg.camera, topic), "t0": since, "t1": 1e12}, timeout_ms=3000
                 )
             except CacheUnavailable as exc:
-                log.warning("cannot resynchronize from the cache yet: %s", exc)
+                log.warning("cannot resynchronize from the cache yet (retrying): %s", exc)
+                if self.resync_since is None:
+                    self.resync_since = time.monotonic()
                 return
-            for sample in reply.get("samples", []):
-                replayed += self.apply_event(sample, source="cache")
+            samples += [s for s in reply.get("samples", []) if isinstance(s, dict)]
+        self.resync_since = None
+        samples.sort(key=lambda s: s["sndStamp"] if isinstance(s.get("sndStamp"), (int, float)) else 0.0)
+        replayed = sum(self.apply_event(s, source="cache") for s in samples)
         if replayed:
             log.info("resynchronized %d camera event(s) from the cache", replayed)
 
@@ -590,6 +601,8 @@ class Composer:
     def check_deadlines(self) -> None:
         """An exposure is late when either the bus's event time or the wall clock passes its deadline."""
         now = time.monotonic()
+        if self.resync_since is not None and now - self.resync_since < RESYNC_HOLD:
+            return  # events this process missed are still to come from the cache
         for exp in list(self.open.values()):
             if exp.grace_wall is not None and now > exp.grace_wall:
                 self.finish(exp, reasons=[])
@@ -623,6 +636,8 @@ class Composer:
                 drain(self.router, self.on_request)
             if time.monotonic() - last_check > 1.0:
                 last_check = time.monotonic()
+                if self.resync_since is not None:
+                    self.resync_from_cache()
                 self.check_deadlines()
                 self.resend_unacked()
                 self.publish_status()
