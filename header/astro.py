@@ -652,6 +652,23 @@ def _astroms_scalar(
     if j:
         return None
     ehpv, ebpv, _ = f.epv00(tt1, tt2)  # status ignored, as in apco13
+    return _astroms_tt(tt1, tt2, ut11, ut12, ehpv, ebpv, xp, yp)
+
+
+def _astroms_checked(utc1: Any, utc2: Any, dut1: Any, xp: Any, yp: Any) -> tuple[Any, Any]:
+    """:func:`_astroms_scalar` for arrays: the calls that report a status go through the
+    checking ``erfa.*`` wrappers (astropy's warnings and errors)."""
+    tai1, tai2 = erfa.utctai(utc1, utc2)
+    tt1, tt2 = erfa.taitt(tai1, tai2)
+    ut11, ut12 = erfa.utcut1(utc1, utc2, dut1)
+    ehpv, ebpv = erfa.epv00(tt1, tt2)
+    return _astroms_tt(tt1, tt2, ut11, ut12, ehpv, ebpv, xp, yp)
+
+
+def _astroms_tt(tt1: Any, tt2: Any, ut11: Any, ut12: Any, ehpv: Any, ebpv: Any, xp: Any, yp: Any) -> tuple[Any, Any]:
+    """The rest of the ``apco13`` chain from TT, UT1 and Earth's position/velocity, plus ``apci``
+    (these ERFA calls report no status: the ufuncs are what the wrappers call)."""
+    f = _erfa_ufunc
     rbpn = f.pnm06a(tt1, tt2)
     x, y = f.bpn2xy(rbpn)
     s = f.s06(tt1, tt2, x, y)
@@ -663,26 +680,6 @@ def _astroms_scalar(
         _SITE_LON_RAD, _SITE_LAT_RAD, _SITE_HEIGHT_M, xp, yp, sp, _REFA, _REFB,
     )
     astrom_geo = f.apci(tt1, tt2, ebpv, ehp, x, y, s)
-    return astrom, astrom_geo
-
-
-def _astroms_checked(utc1: Any, utc2: Any, dut1: Any, xp: Any, yp: Any) -> tuple[Any, Any]:
-    """:func:`_astroms_scalar` for arrays, via the checking ``erfa.*`` wrappers."""
-    tai1, tai2 = erfa.utctai(utc1, utc2)
-    tt1, tt2 = erfa.taitt(tai1, tai2)
-    ut11, ut12 = erfa.utcut1(utc1, utc2, dut1)
-    ehpv, ebpv = erfa.epv00(tt1, tt2)
-    rbpn = erfa.pnm06a(tt1, tt2)
-    x, y = erfa.bpn2xy(rbpn)
-    s = erfa.s06(tt1, tt2, x, y)
-    theta = erfa.era00(ut11, ut12)
-    sp = erfa.sp00(tt1, tt2)
-    ehp = ehpv["p"]
-    astrom = erfa.apco(
-        tt1, tt2, ebpv, ehp, x, y, s, theta,
-        _SITE_LON_RAD, _SITE_LAT_RAD, _SITE_HEIGHT_M, xp, yp, sp, _REFA, _REFB,
-    )
-    astrom_geo = erfa.apci(tt1, tt2, ebpv, ehp, x, y, s)
     return astrom, astrom_geo
 
 
