@@ -484,7 +484,7 @@ SENSOR_VALUES = frozenset(("sensor_extname", "detsize", "ccdslot", "raftbay", "p
 
 def _varies_by_sensor(t: CardTemplate, resolved: dict[str, Resolved]) -> bool:
     for name in (t.computed if t.kind == "computed" else None, t.fallback):
-        if name and (name in SENSOR_VALUES or name.startswith("wcs.")):
+        if name and _is_sensor_value(name):
             return True
     if t.kind not in ("static", "computed"):
         r = resolved.get(t.key)
@@ -496,18 +496,30 @@ _SENSOR_HDU_MEMO: "OrderedDict[tuple, tuple[tuple[str, ...], list[str]]]" = Orde
 _SENSOR_HDU_KEPT = 1024  # encoded sensor HDUs: two LSSTCam headers' worth and more
 
 
-def _sensor_entry_key(t: CardTemplate, resolved: dict[str, Resolved], comp: "Computer", location: str) -> Any:
-    """What a per-sensor template entry's card depends on beyond the sensor itself and the WCS
-    inputs (both already in the memo key of the sensor's HDU); computed entries depend on nothing
-    else and are left out of the key."""
+def _is_sensor_value(name: str) -> bool:
+    return name in SENSOR_VALUES or name.startswith("wcs.")
+
+
+def _entry_key(
+    t: CardTemplate, resolved: dict[str, Resolved], comp: "Computer", location: str, own: Callable[[str], bool]
+) -> Any:
+    """What a template entry's card depends on beyond the HDU's own values (``own(name)``: the
+    sensor's or segment's, already in the memo key of its HDU)."""
+    if t.kind == "static":
+        return None
+    if t.kind == "computed":
+        if own(t.computed or ""):
+            return None
+        try:
+            return ("computed", comp.value(t.computed or ""))
+        except CardError as exc:
+            return ("error", str(exc))
     r = resolved.get(t.key)
     if r is None:
         return None
     value = r.per_sensor.get(location) if r.per_sensor is not None else r.value
-    key: tuple[Any, ...] = (value, None if r.per_sensor is not None else r.reason)
-    if value is None and t.fallback and t.fallback not in SENSOR_VALUES and not t.fallback.startswith("wcs."):
-        key += (comp.value(t.fallback),)
-    return key
+    fallback = comp.value(t.fallback) if value is None and t.fallback and not own(t.fallback) else None
+    return (value, r.reason, fallback)
 
 
 def sensor_plan(
@@ -532,8 +544,8 @@ def segment_hdus(
 ) -> list[tuple[list[str], str]]:
     """The segment HDUs of one sensor, in readout order (10..17, 07..00); memoized on the sensor
     and on whatever else the segment template reads."""
-    names = _segment_value_names(s)
-    deps = tuple(_segment_entry_key(t, resolved, comp, s.location, names) for t in templates.segment)
+    names = _segment_value_names(s.vendor, s.n_segments)
+    deps = tuple(_entry_key(t, resolved, comp, s.location, names.__contains__) for t in templates.segment)
     key = (id(templates.segment), s.location, s.vendor, tuple(sorted(s.readout.items())), index, deps)
     hit = _SEGMENT_MEMO.get(key)
     if hit is None:
@@ -550,27 +562,11 @@ _SEGMENT_MEMO: "OrderedDict[tuple, tuple[tuple[tuple[tuple[str, ...], str], ...]
 _SEGMENT_KEPT = 256  # sensors' segment sets
 
 
-def _segment_value_names(s: Sensor) -> frozenset[str]:
+@lru_cache(maxsize=16)
+def _segment_value_names(vendor: str, n_segments: int) -> frozenset[str]:
     """Names a segment template finds in a segment's own values (geometry and identity)."""
-    geo = s.segment(geometry.segment_names(s.n_segments)[0])
+    geo = geometry.segment_cards(vendor, geometry.segment_names(n_segments)[0], None, None, None, n_segments=n_segments)
     return frozenset(k.lower() for k in geo) | {"segment_extname", "ccdslot", "extver"}
-
-
-def _segment_entry_key(t: CardTemplate, resolved: dict[str, Resolved], comp: "Computer", location: str, names: frozenset[str]) -> Any:
-    if t.kind == "static":
-        return None
-    if t.kind == "computed":
-        if t.computed in names:
-            return None
-        try:
-            return ("computed", comp.value(t.computed or ""))
-        except CardError as exc:
-            return ("error", str(exc))
-    r = resolved.get(t.key)
-    if r is None:
-        return None
-    fallback = comp.value(t.fallback) if t.fallback and t.fallback not in names else None
-    return (r.value, r.reason, r.per_sensor.get(location) if r.per_sensor is not None else None, fallback)
 
 
 def _segment_hdus(
@@ -621,10 +617,10 @@ def compose_header(
     plan = sensor_plan(templates.sensor, resolved, comp, errors)
     common_sig = (id(templates.sensor), tuple(tuple(c) for c, _ in plan), comp.wcs_inputs())
     sensor_hdus: dict[int, list[str]] = {}  # HDU position -> encoded cards, for the sensor HDUs
-    keyed = [t for _, varying in plan for t in varying if t.kind != "computed"]
+    keyed = [t for _, varying in plan for t in varying if t.kind != "computed"]  # computed ones are the sensor's own
     for index, s in enumerate(sensors):
         key = (common_sig, s.location, s.vendor, tuple(sorted(s.readout.items())), index,
-               tuple([_sensor_entry_key(t, resolved, comp, s.location) for t in keyed]))
+               tuple([_entry_key(t, resolved, comp, s.location, _is_sensor_value) for t in keyed]))
         hit = _SENSOR_HDU_MEMO.get(key)
         if hit is None:
             errs: list[str] = []
