@@ -44,7 +44,6 @@ class AppendLog:
 
     def __init__(self, path: Path):
         self.path = path
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lines = 0
 
     def load(self) -> list[dict[str, Any]]:
@@ -55,9 +54,11 @@ class AppendLog:
                     try:
                         rec = json.loads(line)
                     except ValueError:
-                        continue
+                        rec = None
                     if isinstance(rec, dict):
                         out.append(rec)
+                    else:
+                        log.warning("unreadable line of %s skipped: %.80s", self.path.name, line)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -65,11 +66,14 @@ class AppendLog:
         self.lines = len(out)
         return out
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: dict[str, Any], sync: bool = True) -> None:
+        """One record; ``sync=False`` leaves its fsync to the next synced append."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record, separators=(",", ":")) + "\n")
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         self.lines += 1
 
     def compact(self, records: list[dict[str, Any]]) -> None:

@@ -28,6 +28,7 @@ import zmq
 
 from header.fitsfile import encode_file_from_cards
 from procs.common import Counters, GcPacer, Stop, base_parser, setup
+from procs.journal import AppendLog
 from protocols import sal
 from protocols.config import InstanceConfig
 from protocols.csc_state import ErrorCode, fault_frames
@@ -90,24 +91,18 @@ class AnnexIndex:
 
     def __init__(self, path: Path):
         self.path = path
+        self.log = AppendLog(path)
         self.entries: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    e = json.loads(line)
-                    self.entries[e["imageName"]] = e
-                except (ValueError, KeyError):
-                    log.warning("unreadable index line skipped: %.80s", line)
+        for e in self.log.load():
+            if "imageName" in e:
+                self.entries[e["imageName"]] = e
+            else:
+                log.warning("index line without imageName skipped: %.80s", e)
 
     def add(self, entry: dict[str, Any], sync: bool = True) -> None:
         """Append one entry; ``sync=False`` leaves the fsync to the next synced entry (the
         composer keeps an unacknowledged header until the synced one exists, and sends it again)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(entry) + "\n")
-            fh.flush()
-            if sync:
-                os.fsync(fh.fileno())
+        self.log.append(entry, sync)
         self.entries[entry["imageName"]] = entry
 
 
