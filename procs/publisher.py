@@ -225,7 +225,48 @@ class Publisher:
         self.pending: list[dict[str, Any]] = []  # headers whose write failed: retried, never dropped
         self.unwritable: str | None = None  # why the annex cannot be written, while it lasts
         self.setup_error: str | None = None  # why the annex cannot be used as configured (S3 credentials...)
+        self.spool_dir = Path(cfg.state_dir) / cfg.instrument / "publisher-spool"
+        self.spooled: set[str] = set()  # spool files of the kept headers
+        self.load_spool()
         self.check_annex()
+
+    # -- headers kept while the annex cannot take them -----------------------------------------
+    def load_spool(self) -> None:
+        """Headers kept by an earlier run of this process: retried at once (from the first cycle)."""
+        for path in sorted(self.spool_dir.glob("*.json"), key=lambda p: p.stat().st_mtime):
+            try:
+                payload = json.loads(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                log.error("spooled header %s unreadable (%s): left in place", path, exc)
+                continue
+            if isinstance(payload, dict):
+                self.pending.append(payload)
+                self.spooled.add(path.name)
+        if self.pending:
+            log.warning("%d header(s) kept by the previous run: retried now", len(self.pending))
+            self.unwritable = f"annex {self.annex_name()}: headers kept by the previous run"
+
+    def keep(self, payload: dict[str, Any]) -> None:
+        """Keep a header for the next retry cycle, in memory and in the spool (state folder), so that
+        neither a restart of this process nor a long outage depends on the composer's resending."""
+        self.pending.append(payload)
+        name = aside_name(payload.get("imageName"), payload.get("version"))
+        if name in self.spooled:
+            return
+        try:
+            write_atomic(self.spool_dir / name, json.dumps(payload).encode())
+            self.spooled.add(name)
+        except OSError as exc:
+            log.error("%s kept in memory only (spool %s: %s); the composer keeps it too", payload.get("imageName"), self.spool_dir, exc)
+
+    def unspool(self, payload: dict[str, Any]) -> None:
+        name = aside_name(payload.get("imageName"), payload.get("version"))
+        if name in self.spooled:
+            try:
+                (self.spool_dir / name).unlink(missing_ok=True)
+                self.spooled.discard(name)
+            except OSError as exc:
+                log.warning("spooled %s not removed (%s): it will be acknowledged again, not announced twice", name, exc)
 
     def check_annex(self) -> None:
         """An S3 annex: credentials and bucket usable (a missing bucket is created). While they are not,
@@ -361,7 +402,7 @@ class Publisher:
         """Publish one header, or set it aside; False (and kept for a retry) if the annex cannot be written now."""
         if self.unwritable and self.annex.kind != "local" and not retry:
             # a remote annex that is down or slow costs a timeout per try: wait for the next cycle
-            self.pending.append(payload)
+            self.keep(payload)
             log.warning("%s kept for the next retry (annex unavailable)", payload.get("imageName"))
             return False
         try:
@@ -371,13 +412,14 @@ class Publisher:
                 self.set_aside(payload, str(exc))
         except OSError as exc:
             self.counts["write_errors"] += 1
-            self.pending.append(payload)
+            self.keep(payload)
             if retry:
                 log.error("still cannot write %s: %s", payload.get("imageName"), exc)
             else:
                 log.error("cannot write %s (kept, retried every %.0f s): %s", payload.get("imageName"), RETRY_S, exc)
             self.report_unwritable(exc)
             return False
+        self.unspool(payload)
         return True
 
     def report_unwritable(self, exc: OSError) -> None:
