@@ -3,14 +3,14 @@
 Two backends, chosen per instance by ``annex`` in instance.yaml (``HS_ANNEX`` overrides):
 
 - a folder (:mod:`procs.annex_local`, the embedded default): ``<annex>/<instrument>/<DAYOBS>/
-  <imageName>[.v<N>].<fits|yaml>``, served by the publisher's HTTP server;
+  <imageName>.<fits|yaml>``, served by the publisher's HTTP server (a reissue replaces the file);
 - the S3 Large File Annex (:mod:`procs.annex_s3`), ``s3://<bucket>`` or ``s3`` for
   ``rubinobs-lfa-<site>``: key ``<CSC>/header/<yyyy>/<mm>/<dd>/<CSC>-header-<imageName>[.v<N>]
   <suffix>`` (the date is the observing day, TAI - 12 h, i.e. DAYOBS), as ts_salobj's AsyncS3Bucket
   lays out the LFA.
 
-A version 2 reissue gets its own file or key (``.v2`` before the suffix; version 1 has none), so
-an announced file never changes. A backend's ``put`` is whole or absent and verified; a failure that
+On S3 a version 2 reissue gets its own key (``.v2`` before the suffix; version 1 has none), so an
+announced object never changes. A backend's ``put`` is whole or absent and verified; a failure that
 a retry may cure raises :class:`AnnexUnavailable` (an OSError: the publisher keeps the header and
 retries, as for a full disk); a name that can never be stored raises :class:`protocols.names.BadName`.
 The publisher's index of what it announced stays a local JSON-lines file in

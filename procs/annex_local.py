@@ -1,6 +1,7 @@
 """The annex as a local folder (the embedded default), served over HTTP by the publisher.
 
-``<annex>/<instrument>/<DAYOBS>/<imageName>[.v<N>].<fits|yaml>``; every component is checked
+``<annex>/<instrument>/<DAYOBS>/<imageName>.<fits|yaml>`` (a reissue replaces the file; each
+version is announced, and the index records its MD5); every component is checked
 (:mod:`protocols.names`) and the resolved path must stay under the annex. A file is written to a
 temporary name and renamed (whole or absent for every reader), and made durable by :meth:`commit`
 (fsync of file and folder) after its announcement.
@@ -28,7 +29,9 @@ class LocalAnnex:
         self.base_url = base_url
 
     def location(self, dayobs: object, image: object, version: int, fmt: str) -> str:
-        return f"{self.instrument}/{check_dayobs(dayobs)}/{file_name(image, version, fmt)}"  # type: ignore[arg-type]
+        """The standard path: a reissue replaces the file in place (atomically), so the latest
+        version is always where ``hs-get`` and the archiver look for it."""
+        return f"{self.instrument}/{check_dayobs(dayobs)}/{file_name(image, 1, fmt)}"  # type: ignore[arg-type]
 
     def path(self, loc: str) -> Path:
         return inside(self.root, loc)

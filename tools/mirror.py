@@ -85,8 +85,8 @@ def backoff(attempts: int, cap: float) -> float:
 def safe_relpath(rel: str, instrument: str) -> str:
     """A relative path inside ``<instrument>/`` (no absolute path, no ``..``), or ValueError."""
     p = PurePosixPath(rel.lstrip("/"))
-    if p.is_absolute() or ".." in p.parts or not p.parts or p.parts[0] != instrument or p.suffix != ".fits":
-        raise ValueError(f"path {rel!r} is not a .fits file under {instrument}/")
+    if p.is_absolute() or ".." in p.parts or not p.parts or p.parts[0] != instrument or p.suffix not in (".fits", ".yaml"):
+        raise ValueError(f"path {rel!r} is not a .fits or .yaml file under {instrument}/")
     return str(p)
 
 
