@@ -6,7 +6,7 @@ credentials come from ``S3_ENDPOINT_URL`` and the standard AWS variables or prof
 
 An upload is one PUT (whole or absent) carrying the file's MD5 (``Content-MD5``: S3 refuses bytes
 that do not match it) and ``If-None-Match: *`` (it never replaces an object); the answer's ETag must
-be the MD5 (single-part upload), else the object is checked with a HEAD. An object already at the
+be the MD5 (single-part upload), else the object is read back and its MD5 compared. An object already at the
 key with the same MD5 counts as stored (a publisher restarted after its upload); with other bytes it
 raises :class:`AnnexConflict` (the publisher then stores the file under a key of its own). S3
 unreachable, slow or failing raises :class:`AnnexUnavailable` (the header is kept and retried);
@@ -16,6 +16,7 @@ wrong credentials or a bucket that cannot be made raise :class:`S3SetupError` wi
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 from typing import Any
@@ -124,6 +125,15 @@ class S3Annex:
             raise AnnexUnavailable(f"S3 {self.endpoint} unreachable: {exc}") from None
         return str(head.get("ETag", "")).strip('"')
 
+    def stored_md5(self, key: str) -> str | None:
+        """MD5 of the object's bytes, read back (an ETag is not the MD5 under SSE-KMS encryption)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return hashlib.md5(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()).hexdigest()
+        except (BotoCoreError, ClientError) as exc:
+            raise AnnexUnavailable(f"S3 GET {key} (verification): {exc}") from None
+
     def put(self, loc: str, data: bytes, md5: str, fmt: str, _again: bool = True) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -136,6 +146,8 @@ class S3Annex:
             code = error_code(exc)
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
                 there = self.head_md5(loc)
+                if there != md5 and there is not None:
+                    there = self.stored_md5(loc)  # the ETag may not be an MD5 (SSE-KMS): compare the bytes
                 if there == md5:
                     return  # stored before (a publisher restarted after its upload): the same bytes
                 raise AnnexConflict(f"s3://{self.bucket}/{loc}", there) from None
@@ -148,7 +160,7 @@ class S3Annex:
         except BotoCoreError as exc:
             raise AnnexUnavailable(f"S3 {self.endpoint} unreachable: {exc}") from None
         etag = str(resp.get("ETag", "")).strip('"')
-        if etag != md5 and self.head_md5(loc) != md5:
+        if etag != md5 and self.stored_md5(loc) != md5:
             try:  # bytes damaged on the way: removed, so that the retry finds the key free
                 self.client.delete_object(Bucket=self.bucket, Key=loc)
             except (BotoCoreError, ClientError) as exc:
