@@ -128,3 +128,31 @@ def test_catchup_lists_and_reissues_on_s3(s3night: dict[str, Any]) -> None:
     anns = s3night["reader"].wait(lambda s: len([x for x in s if x["id"] == FIRST and x["version"] == 2.0]) >= 2, 30)
     v2 = sorted(x["url"] for x in anns if x["id"] == FIRST and x["version"] == 2.0)
     assert [u.rsplit("-header-", 1)[1] for u in v2] == [f"{FIRST}.v2.fits", f"{FIRST}.v2.yaml"]
+
+
+def test_wrong_credentials_keep_the_csc_out_of_enabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import fresh_domain_and_offset
+    from tools.runner import Deployment
+
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0")  # this S3 server checks credentials: ours are unknown
+    srv = MotoServer(log=tmp_path / "moto.log").start()
+    domain, offset = fresh_domain_and_offset()
+    dep = Deployment(tmp_path / "run", tmp_path / "annex", domain, offset, extra_env={**srv.env, "HS_ANNEX": "s3"})
+    dep.start()
+    try:
+        dep.start_instance("LATISS")
+        dep.wait_running("LATISS")  # start + enable, as an operator would
+        dep.apply_env()
+        follower = CscStateFollower(load_instance("LATISS"), role="tester")
+        try:
+            deadline = time.monotonic() + 30
+            while not (follower.refresh(1.0) and follower.state == "FAULT"):
+                assert time.monotonic() < deadline, f"CSC {follower.state}\n{dep.log('latiss-csc')[-2000:]}"
+                time.sleep(0.5)
+        finally:
+            follower.close()
+        assert f"S3 credentials refused for bucket {BUCKET}" in dep.log("latiss-publisher")
+        assert "annex unusable: S3 credentials refused" in dep.log("latiss-csc")
+    finally:
+        dep.stop()
+        srv.stop()
