@@ -139,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             s = a.sample
             data = download(s.url, cfg.annex_bucket)
             md5_ok = hashlib.md5(data).hexdigest() == s.checkSum
-            local = tmp / "downloads" / Path(s.url).name
-            local.parent.mkdir(parents=True, exist_ok=True)
-            local.write_bytes(data)
+            if cfg.annex_bucket is None:
+                local = annex / s.url.split("/", 3)[3]
+            else:  # checked on a local copy of the S3 object
+                local = tmp / "downloads" / Path(s.url).name
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(data)
             errors, verdict = check_file(local, mime)
             lat = f"{(a.wall - ends[image]) * 1000:7.1f}ms" if image in ends else "      n/a"
             print(f"{image:<24} {s.version:>3.0f} {s.byteSize:>9} {lat:>9}  {'ok' if md5_ok else 'BAD'}  {verdict:<10}  {local}")
