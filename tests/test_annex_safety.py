@@ -295,12 +295,13 @@ def test_kept_headers_survive_a_publisher_restart(publisher: RunningPublisher, t
     names = ["AT_O_20261125_000005", "AT_O_20261125_000006"]
     for n in names:
         publisher.send(header_payload(publisher.cfg, image=n))
-    deadline = time.monotonic() + 10
-    while len(publisher.pub.pending) < 2:
-        assert time.monotonic() < deadline, publisher.pub.pending
-        time.sleep(0.1)
     spool = tmp_path / "state" / "LATISS" / "publisher-spool"
-    assert sorted(p.name for p in spool.iterdir()) == [f"{n}.v1.json" for n in names]
+    spooled = lambda: sorted(p.name for p in spool.glob("*.json"))  # noqa: E731 (temporary files aside)
+    deadline = time.monotonic() + 10
+    while len(publisher.pub.pending) < 2 or len(spooled()) < 2:
+        assert time.monotonic() < deadline, (publisher.pub.pending, spooled())
+        time.sleep(0.1)
+    assert spooled() == [f"{n}.v1.json" for n in names]
     publisher.close()  # killed with the headers kept; nobody resends them
     day.unlink()
     again = RunningPublisher(publisher.cfg)
@@ -311,8 +312,8 @@ def test_kept_headers_survive_a_publisher_restart(publisher: RunningPublisher, t
         got = publisher.reader.wait(lambda s: {x["id"] for x in s} >= set(names), 10)
         assert sorted(x["id"] for x in got) == names
         deadline = time.monotonic() + 10
-        while list(spool.iterdir()):  # removed right after each acknowledgement
-            assert time.monotonic() < deadline, list(spool.iterdir())
+        while spooled():  # removed right after each acknowledgement
+            assert time.monotonic() < deadline, spooled()
             time.sleep(0.05)
         assert again.pub.pending == []
     finally:
