@@ -49,6 +49,7 @@ __all__ = [
     "decode_yaml",
     "decode_yaml_named",
     "encode_yaml",
+    "payload_yaml",
     "records_to_cards",
     "yaml_extname",
     "yaml_extnames",
@@ -63,7 +64,7 @@ _NOT_PLAIN_WORDS = frozenset(
 _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_.,/()+\-=;]*(?: [A-Za-z0-9_.,/()+\-=;\[\]]+)*")
 _PLAIN_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*")
 _INT = re.compile(r"[+-]?[0-9]+")
-_Dumper = getattr(yaml, "Dumper")  # the pure-Python emitter the previous service used
+_Dumper = yaml.Dumper  # the pure-Python emitter the previous service used (yaml.dump's default)
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -267,11 +268,15 @@ def _record_text(keyword: str, value: Any, comment: str) -> str:
     return yaml.dump([record], Dumper=_Dumper, default_flow_style=False, sort_keys=False)
 
 
+def _text_of(c: Card) -> str:
+    if isinstance(c.value, float) and c.value == 0.0 and math.copysign(1.0, c.value) < 0:
+        return _record_text.__wrapped__(c.keyword, c.value, c.comment)  # -0.0 would share 0.0's memo slot
+    return _record_text(c.keyword, c.value, c.comment)
+
+
 @lru_cache(maxsize=8192)
 def _hdu_body(cards: tuple[str, ...]) -> str:
-    return "".join(
-        _record_text(c.keyword, c.value, c.comment) for c in cards_to_records(list(cards)) if c.keyword not in NOT_CARRIED
-    )
+    return "".join(_text_of(c) for c in cards_to_records(list(cards)) if c.keyword not in NOT_CARRIED)
 
 
 @lru_cache(maxsize=4096)
@@ -300,6 +305,11 @@ def encode_yaml(hdu_cards: list[list[str]], names: list[str] | None = None) -> b
         body = _hdu_body(tuple(cards))
         parts.append(f"{_key_text(key)}:\n{body}" if body else f"{_key_text(key)}: []\n")
     return "".join(parts).encode("ascii")
+
+
+def payload_yaml(hdus: list[dict[str, Any]]) -> bytes:
+    """The YAML header of a composer payload's ``hdus`` (``[{"name": ..., "cards": [...]}, ...]``)."""
+    return encode_yaml([h["cards"] for h in hdus], [h["name"] for h in hdus])
 
 
 # --------------------------------------------------------------------------------------------

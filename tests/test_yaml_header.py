@@ -3,6 +3,7 @@ round trip that gives back the FITS header's cards, types and order as fitsio re
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from header.yamlheader import (
     decode_yaml,
     decode_yaml_named,
     encode_yaml,
+    payload_yaml,
     yaml_extname,
     yaml_extnames,
     yaml_to_cards,
@@ -103,6 +105,7 @@ def test_extension_names_in_hdu_order(composed: ComposedHeader) -> None:
     # without the payload's names, the EXTNAME cards give the same ones
     assert yaml_extnames(composed.hdus) == names
     assert encode_yaml(composed.hdus) == encode_yaml(composed.hdus, composed.hdu_names)
+    assert payload_yaml(json.loads(composed.payload_json())["hdus"]) == encode_yaml(composed.hdus, composed.hdu_names)
 
 
 def test_round_trip_equals_fitsio_reading_of_the_fits_file(composed: ComposedHeader, tmp_path: Path) -> None:

@@ -161,6 +161,9 @@ READOUT = {
 CCD_TYPE = {"ITL": 3800, "E2V": 250}
 CCD_MODEL = {"ITL": "ITL-3800C", "E2V": "E2V-CCD250"}
 TEMP_SETPOINT = {"LATISS": -94.15, "ComCam": -95.0, "LSSTCam": -100.0}
+#: MTCamera.focal_plane_Ccd is published every 10 s: each sample holds 201 CCDs x 6 doubles
+#: (~11 kB), and the CCD temperature changes slowly (its keyword accepts samples up to 30 s old).
+LSSTCAM_CCD_TREND_HZ = 0.1
 
 
 def focal_plane(instrument: str) -> list[Sensor]:
@@ -918,7 +921,8 @@ class Night:
             out.append((mount, self._mt_mount(bg.mount_hz)))
             out.append(((("MTPtg", "currentTargetStatus"),), self._target_status(bg.env_hz, 0.1)))
             out.append(((("MTHexapod", "application"),), self._hexapod(bg.env_hz, 0.15)))
-            out.append((((cam, "focal_plane_Ccd"),), self._ccd_temps(bg.env_hz, 0.3)))
+            ccd_hz = min(bg.env_hz, LSSTCAM_CCD_TREND_HZ) if self.instrument == "LSSTCam" else bg.env_hz
+            out.append((((cam, "focal_plane_Ccd"),), self._ccd_temps(ccd_hz, 0.3)))
         else:
             out.append(((("ATPtg", "mountPositions"),), self._at_mount(bg.mount_hz)))
             out.append(((("ATPtg", "currentTargetStatus"),), self._target_status(bg.env_hz, 0.1)))
