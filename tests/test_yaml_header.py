@@ -303,3 +303,18 @@ def test_names_must_match_the_hdus() -> None:
     with pytest.raises(YamlHeaderError, match="no EXTNAME"):
         encode_yaml([structural_primary(), structural_extension()])
     assert encode_yaml([]) == b"{}\n" and decode_yaml(b"{}\n") == []
+
+
+INDICATORS = st.text(alphabet="aZ09 -_.:#'\"[]{},&*!|>%@`?~=<+/()", min_size=1, max_size=90)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(INDICATORS, INDICATORS), min_size=1, max_size=10))
+def test_strings_full_of_yaml_indicators_match_pyyaml(items: list[tuple[str, str]]) -> None:
+    """Plain or quoted, folded or not: each string written as PyYAML writes it, and read back."""
+    cards = structural_primary()
+    for i, (value, comment) in enumerate(items):
+        cards += format_card(f"S{i}", value, comment)
+    text = encode_yaml([cards])
+    assert text == old_service_dump([("PRIMARY", cards)])
+    assert decode_yaml(text)[0] == cards_to_records(cards)
