@@ -163,7 +163,7 @@ class InstanceConfig(Strict):
     telemetry_max_age: float = Field(default=10.0, gt=0)
     collect_wait: float = Field(default=0.5, ge=0)
     sensors_nominal: list[str]
-    tstand: str | None = None  # test stand for TSTAND (the summit has none: the card is left out)
+    tstand: str | None = Field(default=None, pattern=r"^[ -~]{1,68}$")  # TSTAND; none at the summit: card left out
     keywords: str = "keywords.yaml"
     templates: dict[Literal["primary", "sensor", "segment"], str]
 

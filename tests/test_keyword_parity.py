@@ -15,7 +15,7 @@ from header.compose import ComposedHeader, ExposureInputs, compose_header
 from header.keywords import ccd_of, reduce_keyword
 from header.yamlheader import Card, cards_to_records
 from procs.composer import collection_points, collection_request
-from protocols.config import KeywordSource, load_instance, load_keyword_map
+from protocols.config import ConfigError, KeywordSource, load_instance, load_keyword_map
 from tools.bench.scenarios import bench_scenario
 from tools.bench.stages import composed_headers, play
 from tools.demo import fitsverify
@@ -89,6 +89,13 @@ def test_tstand_from_the_instance_file(tmp_path: Path) -> None:
     (tmp_path / "instance.yaml").write_text((src / "instance.yaml").read_text() + "tstand: AuxTel-test\n")
     assert load_instance(tmp_path / "instance.yaml").tstand == "AuxTel-test"
     assert load_instance("LATISS").tstand is None
+
+
+@pytest.mark.parametrize("bad", ["Caf\u00e9", "x" * 69, "tab\there"])
+def test_bad_tstand_is_a_configuration_error_naming_the_field(bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HS_TSTAND", bad)
+    with pytest.raises(ConfigError, match="tstand"):
+        load_instance("LATISS")
 
 
 def test_empty_hs_tstand_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
