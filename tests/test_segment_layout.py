@@ -27,13 +27,14 @@ import numpy as np
 import pytest
 import zmq
 from astropy.io import fits
+from astropy.wcs import WCS
 
 from header import geometry as geo
 from header.compose import ExposureInputs, Templates, compose_header
 from header.wcs import default_wcs
 from protocols.config import load_instance, load_keyword_map, load_template
 from protocols.envelope import Sender, decode, split_identity
-from protocols.fastpath import SensorHeaderClient, parse_header_payload
+from protocols.fastpath import SensorHeaderClient
 from tools.sim.night import focal_plane
 
 CARDS = ("EXTNAME", "DATASEC", "DETSEC", "DETSIZE", "DTV1", "DTV2", "DTM1_1", "DTM1_2", "DTM2_1", "DTM2_2")
@@ -95,6 +96,8 @@ OBS_LSST_AMPS = {
     for vendor, lower_flip in (("ITL", (True, False)), ("E2V", (False, False)))
 }
 VENDORS = ("ITL", "E2V")
+T0 = 1.8e9  # TAI s of the composed exposures
+POINTING = (30.0, -30.0, 0.0)  # RA, Dec, ROTPA (deg): focal-plane +y north, +x west
 
 
 def real_segments(vendor: str) -> list[dict[str, Any]]:
@@ -215,23 +218,31 @@ def test_wavefront_half_assembles_like_the_lower_half_of_a_full_itl_sensor() -> 
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("vendor", VENDORS)
-def test_wcs_puts_each_segment_where_obs_lsst_puts_its_amplifier(vendor: str) -> None:
-    """R22_S11 at ROTPA 0 (focal-plane +y north, +x west): obs_lsst puts C1j in the upper half of
-    the sensor (north), C0j in the lower half, and block j at x = (j - 3.5) blocks (east for j < 4)."""
-    from astropy.wcs import WCS
-
-    w = WCS(default_wcs(30.0, 0.0, 0.0, "LSSTCam", "R22", "S11", vendor))
+def assert_segments_on_sky_where_obs_lsst_puts_them(
+    wcs_cards: Any, segments: list[Any], vendor: str, camera: str = "LSSTCam"
+) -> None:
+    """A science sensor at ROTPA 0 (focal-plane +y north, +x west; east for LATISS, whose x axis is
+    mirrored): obs_lsst puts C1j in the upper half of the sensor (north), C0j in the lower half,
+    and block j at focal-plane x < 0 for j < 4."""
+    w = WCS({k: wcs_cards[k] for k in ("CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "CRVAL1", "CRVAL2", "CRPIX1",
+                                        "CRPIX2", "CD1_1", "CD1_2", "CD2_1", "CD2_2")})
     cx, cy = geo.center_pixel(vendor)
     centre = w.pixel_to_world(cx - 1, cy - 1)
-    for seg in geo.segment_names():
-        x1, x2, y1, y2 = geo.parse_section(geo.segment_cards(vendor, seg)["DETSEC"])
+    for seg in segments:
+        x1, x2, y1, y2 = geo.parse_section(seg["DETSEC"])
         sky = w.pixel_to_world(0.5 * (x1 + x2) - 1, 0.5 * (y1 + y2) - 1)
-        (ix, iy), _ = OBS_LSST_AMPS[vendor][seg]
+        (ix, iy), _ = OBS_LSST_AMPS[vendor][seg["EXTNAME"].strip()[-2:]]
         north = (sky.dec - centre.dec).deg
         east = ((sky.ra - centre.ra).wrap_at("180d")).deg
-        assert (north > 0) == (iy == 1), seg
-        assert (east > 0) == (ix < 4), seg
+        assert (north > 0) == (iy == 1), seg["EXTNAME"]
+        assert (east > 0) == ((ix < 4) != (camera == "LATISS")), seg["EXTNAME"]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_wcs_puts_each_segment_where_obs_lsst_puts_its_amplifier(vendor: str) -> None:
+    cards = default_wcs(*POINTING, "LSSTCam", "R22", "S11", vendor)
+    segments = [geo.segment_cards(vendor, s) for s in geo.segment_names()]
+    assert_segments_on_sky_where_obs_lsst_puts_them(cards, segments, vendor)
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,18 +250,30 @@ def test_wcs_puts_each_segment_where_obs_lsst_puts_its_amplifier(vendor: str) ->
 # --------------------------------------------------------------------------------------------
 
 
+def _sample(component: str, topic: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"component": component, "topic": topic, "salIndex": 0, "sndStamp": T0, "data": data}
+
+
 def _inputs(instrument: str, image: str) -> ExposureInputs:
+    """The camera's sensor list and vendors, and a pointing; nothing else."""
     cfg = load_instance(instrument)
     sensors = focal_plane(instrument)
     fp = {"data": {"ccdLocation": ":".join(s.location for s in sensors),
                    "ccdManufacturer": ":".join(s.manufacturer for s in sensors)}}
-    return ExposureInputs(image, {}, {}, {"start": {f"{cfg.camera}.focalPlaneSummaryInfo:0": fp}})
+    start: dict[str, Any] = {f"{cfg.camera}.focalPlaneSummaryInfo:0": fp}
+    ra, dec, rotpa = POINTING
+    for src in load_keyword_map(cfg).keywords:
+        if src.keyword in ("RA", "DEC", "ROTPA"):
+            value = {"RA": ra, "DEC": dec, "ROTPA": rotpa}[src.keyword] / (src.scale or 1.0)
+            smp = start.setdefault(src.topic_key, _sample(src.component, src.topic, {}))
+            smp["data"][src.field] = [value] * 10 if src.kind == "time_series" else value
+    return ExposureInputs(image, {}, {"start": T0}, {"start": start})
 
 
 def _compose(instrument: str, image: str) -> Any:
     cfg = load_instance(instrument)
     templates = Templates(*(load_template(cfg, k) for k in ("primary", "sensor", "segment")))
-    return compose_header(cfg, load_keyword_map(cfg), templates, _inputs(instrument, image), 1.8e9)
+    return compose_header(cfg, load_keyword_map(cfg), templates, _inputs(instrument, image), T0 + 10.0)
 
 
 def merged(primary: Any, extension: Any) -> dict[str, Any]:
@@ -270,6 +293,10 @@ def test_first_segment_of_the_written_file(instrument: str, image: str, tmp_path
         dm = merged(f[0].header, segments[0].header)
         assert geometry_of(dm) == REAL_SEGMENT10["ITL"]
         assert [geometry_of(h.header) for h in segments[:16]] == real_segments("ITL")
+        # the sensor HDU before them carries the default WCS of the same DETSEC frame
+        sensor = f[1].header
+        assert sensor["EXTNAME"] == focal_plane(instrument)[0].location
+        assert_segments_on_sky_where_obs_lsst_puts_them(sensor, [h.header for h in segments[:16]], "ITL", instrument)
 
 
 @pytest.fixture
@@ -288,8 +315,6 @@ def test_lsstcam_sensor_headers_through_the_fast_path(router: Any) -> None:
     sock, endpoint = router
     image = "MC_O_20261124_000001"
     header = _compose("LSSTCam", image)
-    # the file's sensor HDUs and the fast-path payload carry the same cards
-    assert parse_header_payload(header.to_payload()).hdus[1][0] == header.hdu_names[1]
     reply = Sender("composer-reply.LSSTCam@test:1:0.000")
     asked = ["R01_S01", "R12_S10", "R00_SG0", "R44_SW0"]
 
@@ -315,6 +340,8 @@ def test_lsstcam_sensor_headers_through_the_fast_path(router: Any) -> None:
             assert geometry_of(merged(sh.header, sh.segments[0][1])) == REAL_SEGMENT10[vendor]
             if "_SW" not in location:
                 assert [geometry_of(h) for _, h in sh.segments] == real_segments(vendor)
+            if location in ("R01_S01", "R12_S10"):  # science sensors, not rotated
+                assert_segments_on_sky_where_obs_lsst_puts_them(sh.header, [h for _, h in sh.segments], vendor)
     finally:
         client.close()
         server.join(timeout=10)
