@@ -187,11 +187,11 @@ def segment_names(n_segments: int = 16) -> list[str]:
     -------
     list of str
     """
-    upper = [f"1{j}" for j in range(8)]
+    row1 = [f"1{j}" for j in range(8)]
     if n_segments == 16:
-        return upper + [f"0{j}" for j in range(7, -1, -1)]
+        return row1 + [f"0{j}" for j in range(7, -1, -1)]
     if n_segments == 8:
-        return upper
+        return row1
     raise ValueError(f"n_segments must be 16 or 8, not {n_segments!r}")
 
 
