@@ -300,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hs-registry: {exc}", file=sys.stderr)
         return 2
     host, port = server.server_address[:2]
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     # The first line on stdout is the URL: tools/kafka_local.py reads it to learn the port.
     print(f"http://{host}:{port}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     try:
         server.serve_forever()
     except KeyboardInterrupt:
