@@ -89,6 +89,11 @@ class BadTopicName(WireError):
     reason = "not a SAL Kafka topic name"
 
 
+class SchemaSourceUnavailable(RuntimeError):
+    """The schema registry cannot be asked right now: not the record's fault, so it is not counted as
+    bad; the reader retries the record later."""
+
+
 # --------------------------------------------------------------------------------------------------
 # Names and keys
 # --------------------------------------------------------------------------------------------------
@@ -240,7 +245,7 @@ def decode_value(
         schema_id, body = unframe(value)
         try:
             codec = codec_for_id(schema_id)
-        except WireError:
+        except (WireError, SchemaSourceUnavailable):
             raise
         except Exception as exc:  # noqa: BLE001 (a registry failure is the record's problem, reported)
             raise UnknownSchemaId(f"id {schema_id}: {type(exc).__name__}: {exc}") from None
