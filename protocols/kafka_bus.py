@@ -222,11 +222,19 @@ class KafkaWriter:
             self.failed += 1
             log.error("write to %s not delivered: %s", msg.topic() if msg is not None else "?", err)
 
-    def write(self, topic: kw.KafkaTopic, values: Mapping[str, Any], *, seq_num: int | None = None) -> dict[str, Any]:
+    def write(
+        self,
+        topic: kw.KafkaTopic,
+        values: Mapping[str, Any],
+        *,
+        seq_num: int | None = None,
+        snd_stamp: float | None = None,
+    ) -> dict[str, Any]:
         """Write one sample; returns the values written (private fields included).
 
         ``private_seqNum`` counts from 1 per topic, as ts_salobj's writers do, unless ``seq_num`` is
         given (a command's id) or the topic is ackcmd (which carries its command's).
+        ``private_sndStamp`` is now (TAI) unless ``snd_stamp`` is given (a simulator's clock).
         """
         if self._producer is None:
             raise RuntimeError("KafkaWriter.start() first")
@@ -240,7 +248,7 @@ class KafkaWriter:
             seq_num = wt.seq_num
         data = wt.codec.complete(
             kw.stamp(values, rev_code=wt.rev_code, identity=self.identity, origin=self.origin,
-                     snd_stamp=tai_now(), seq_num=seq_num)
+                     snd_stamp=tai_now() if snd_stamp is None else snd_stamp, seq_num=seq_num)
         )  # fmt: skip
         value = kw.encode_value(wt.schema_id, wt.codec, data)
         index = int(data["salIndex"]) if "salIndex" in data else None
@@ -315,10 +323,14 @@ class KafkaReader:
         wanted: Mapping[str, Iterable[str]] | None = None,
         registry: RegistryClient | None = None,
         consumer_settings: Mapping[str, Any] | None = None,
+        start_at: str = "committed",
     ):
         if settings.registry_url is None:
             raise ValueError("Kafka settings name no schema registry (start the embedded bus first)")
+        if start_at not in ("committed", "latest"):
+            raise ValueError(f"start_at must be 'committed' or 'latest', not {start_at!r}")
         self.settings = settings
+        self.start_at = start_at
         self.topics = {t.name: t for t in topics}
         self.group_id = group_id
         self.wanted = {name: tuple(fields) for name, fields in (wanted or {}).items()}
@@ -333,7 +345,13 @@ class KafkaReader:
 
     def start(self, *, create: bool = True, registry_wait_s: float = 30.0) -> None:
         """Join the group and subscribe (creating missing topics first, as ts_salobj does: readers
-        do not let the broker create topics)."""
+        do not let the broker create topics).
+
+        ``start_at="committed"``: from the group's committed offsets, else from the earliest record
+        (a listener that must not lose telemetry across restarts). ``"latest"``: as a ts_salobj
+        reader starts, each event topic from its last sample (the current value, as DDS's
+        transient-local gave it) and every other topic from the next record (a commander, a tap).
+        """
         from confluent_kafka import Consumer
 
         self.registry.wait(registry_wait_s)
@@ -341,7 +359,17 @@ class KafkaReader:
             create_topics(self.settings, self.topics.values())
         conf = self.settings.consumer_config(self.group_id, **{"enable.auto.commit": False, **self._extra})
         self._consumer = Consumer(conf)
-        self._consumer.subscribe(list(self.topics))
+        if self.start_at == "latest":
+            self._consumer.subscribe(list(self.topics), on_assign=self._assign_latest)
+        else:
+            self._consumer.subscribe(list(self.topics))
+
+    def _assign_latest(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
+            topic = self.topics.get(tp.topic)
+            tp.offset = max(low, high - 1) if topic is not None and topic.kind == "event" and high > low else high
+        consumer.assign(partitions)
 
     def _bad(self, exc: kw.WireError) -> None:
         self.bad[exc.reason] += 1

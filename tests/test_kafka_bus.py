@@ -306,3 +306,30 @@ def test_writer_refuses_foreign_topics_and_unknown_fields(settings: KafkaSetting
         writer.write(kw.kafka_topic(settings.subname, "ATPtg", "currentTargetStatus"), {})
     with pytest.raises(ValueError, match="no field"):
         writer.write(topic, {"nonesuch": 1})
+
+
+def test_latest_start_gives_the_current_event_and_only_new_telemetry(settings: KafkaSettings) -> None:
+    """A ts_salobj-style reader: an event's last sample (the current state), no old telemetry."""
+    state = kw.kafka_topic(settings.subname, "ATHeaderService", "logevent_summaryState")
+    target = kw.kafka_topic(settings.subname, "ATPtg", "currentTargetStatus")
+    writer = kb.KafkaWriter(settings, [state, target], identity="ATHeaderService")
+    writer.start()
+    for s in (5, 1, 2):
+        writer.write(state, {"summaryState": s})
+        writer.write(target, {"airmass": float(s)})
+    assert writer.flush() == 0
+    reader = kb.KafkaReader(settings, [state, target], group_id=f"late-{settings.subname}", start_at="latest")
+    reader.start()
+    try:
+        current = read_until(reader, lambda g: bool(g))
+        assert [(s.topic.sal_name, s.data["summaryState"]) for s in current] == [("logevent_summaryState", 2)]
+        writer.write(target, {"airmass": 4.2}, snd_stamp=1_800_000_000.0)
+        writer.write(state, {"summaryState": 3})
+        writer.flush()
+        new = read_until(reader, lambda g: len(g) >= 2)
+    finally:
+        reader.close()
+    assert sorted((s.topic.sal_name, s.offset) for s in new) == [("currentTargetStatus", 3), ("logevent_summaryState", 3)]
+    (pos,) = [s for s in new if s.topic.sal_name == "currentTargetStatus"]
+    assert pos.data["airmass"] == 4.2 and pos.snd_stamp == 1_800_000_000.0
+    assert pos.data["private_efdStamp"] == 1_800_000_000.0 - 37.0
