@@ -26,9 +26,10 @@ that writes FITS from this file computes its own (as :func:`header.fitsfile.enco
 and padding are not cards.
 
 Encoding is text emitted directly, memoized per card and per HDU (a 206-HDU LSSTCam header repeats
-most of its cards from one sensor and one image to the next); a card whose text needs YAML quoting
-or line folding is rendered once by PyYAML's own emitter, so the output equals ``yaml.dump`` of the
-same records exactly. Pure: no files, no sockets.
+most of its cards from one sensor and one image to the next). Each string's style (plain or
+single-quoted) is decided by PyYAML's own scalar analysis and type resolver; a record whose line
+would fold past column 80 is rendered by PyYAML's emitter itself, so the output equals ``yaml.dump``
+of the same records exactly. Pure: no files, no sockets.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "decode_yaml",
     "decode_yaml_named",
     "encode_yaml",
+    "payload_yaml",
     "records_to_cards",
     "yaml_extname",
     "yaml_extnames",
@@ -60,10 +62,13 @@ _WIDTH = 80  # PyYAML's default best_width: plain scalars fold past this column
 _NOT_PLAIN_WORDS = frozenset(
     "yes Yes YES no No NO true True TRUE false False FALSE on On ON off Off OFF null Null NULL".split()
 )
-_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_.,/()+\-=;]*(?: [A-Za-z0-9_.,/()+\-=;\[\]]+)*")
 _PLAIN_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*")
+# PyYAML's own scalar analysis and implicit-type resolution: the same decisions yaml.dump makes
+_analyze = yaml.emitter.Emitter.analyze_scalar
+_resolve = yaml.resolver.Resolver().resolve
+_STR_TAG = "tag:yaml.org,2002:str"
 _INT = re.compile(r"[+-]?[0-9]+")
-_Dumper = getattr(yaml, "Dumper")  # the pure-Python emitter the previous service used
+_Dumper = yaml.Dumper  # the pure-Python emitter the previous service used (yaml.dump's default)
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -164,7 +169,7 @@ def _number(text: str) -> int | float | bool:
     return value
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)  # the memos hold a few headers' distinct cards (LSSTCam: ~1,400 each)
 def _parse_card(card: str) -> tuple[str, Any, str, bool]:
     """(keyword, value, comment, continued) of one card image; ``continued`` when its string
     value ends with '&' (a CONTINUE card may follow)."""
@@ -219,13 +224,22 @@ def cards_to_records(cards: list[str]) -> list[Card]:
 # --------------------------------------------------------------------------------------------
 
 
-def _plain(text: str, column: int) -> bool:
-    """Whether PyYAML writes ``text`` as a plain scalar unfolded, starting at ``column``."""
-    return (
-        len(text) + column <= _WIDTH
-        and text not in _NOT_PLAIN_WORDS
-        and _PLAIN.fullmatch(text) is not None
-    )
+@lru_cache(maxsize=8192)
+def _string(text: str, column: int) -> str | None:
+    """A string as PyYAML's emitter writes it at ``column`` (plain when its analysis allows and the
+    text reads back as a string, else single-quoted), or None when it would fold or needs more."""
+    if not text:
+        return "''"
+    analysis = _analyze(None, text)
+    if analysis.multiline:
+        return None
+    if analysis.allow_block_plain and _resolve(yaml.ScalarNode, text, (True, False)) == _STR_TAG:
+        out = text
+    elif analysis.allow_single_quoted:
+        out = "'" + text.replace("'", "''") + "'"
+    else:
+        return None
+    return out if column + len(out) <= _WIDTH else None
 
 
 def _float_text(value: float) -> str:
@@ -249,13 +263,11 @@ def _scalar(value: Any, column: int) -> str | None:
     if isinstance(value, float):
         return _float_text(value) if math.isfinite(value) else None
     if isinstance(value, str):
-        if not value:
-            return "''"
-        return value if _plain(value, column) else None
+        return _string(value, column)
     return None
 
 
-@lru_cache(maxsize=65536, typed=True)  # typed: 1, 1.0 and True are different values here
+@lru_cache(maxsize=8192, typed=True)  # typed: 1, 1.0 and True are different values here
 def _record_text(keyword: str, value: Any, comment: str) -> str:
     """One record as PyYAML writes it, as an item of the HDU's list (``- keyword: ...``)."""
     key = _scalar(keyword, 11) if keyword else "null"
@@ -267,11 +279,23 @@ def _record_text(keyword: str, value: Any, comment: str) -> str:
     return yaml.dump([record], Dumper=_Dumper, default_flow_style=False, sort_keys=False)
 
 
+def _text_of(c: Card) -> str:
+    if isinstance(c.value, float) and c.value == 0.0 and math.copysign(1.0, c.value) < 0:
+        return _record_text.__wrapped__(c.keyword, c.value, c.comment)  # -0.0 would share 0.0's memo slot
+    return _record_text(c.keyword, c.value, c.comment)
+
+
 @lru_cache(maxsize=8192)
+def _card_text(card: str) -> str:
+    """The YAML text of one card that is a whole record (memoized on the card image)."""
+    return "".join(_text_of(c) for c in cards_to_records([card]) if c.keyword not in NOT_CARRIED)
+
+
+@lru_cache(maxsize=512)  # two LSSTCam headers' HDUs
 def _hdu_body(cards: tuple[str, ...]) -> str:
-    return "".join(
-        _record_text(c.keyword, c.value, c.comment) for c in cards_to_records(list(cards)) if c.keyword not in NOT_CARRIED
-    )
+    if any(c.startswith(("CONTINUE", "END")) for c in cards):  # records spanning cards, or an END
+        return "".join(_text_of(c) for c in cards_to_records(list(cards)) if c.keyword not in NOT_CARRIED)
+    return "".join(map(_card_text, cards))
 
 
 @lru_cache(maxsize=4096)
@@ -300,6 +324,11 @@ def encode_yaml(hdu_cards: list[list[str]], names: list[str] | None = None) -> b
         body = _hdu_body(tuple(cards))
         parts.append(f"{_key_text(key)}:\n{body}" if body else f"{_key_text(key)}: []\n")
     return "".join(parts).encode("ascii")
+
+
+def payload_yaml(hdus: list[dict[str, Any]]) -> bytes:
+    """The YAML header of a composer payload's ``hdus`` (``[{"name": ..., "cards": [...]}, ...]``)."""
+    return encode_yaml([h["cards"] for h in hdus], [h["name"] for h in hdus])
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 
 from header.fitsfile import encode_file_from_cards
-from header.yamlheader import encode_yaml
+from header.yamlheader import payload_yaml
 from procs.annex import MIME_TYPE, AnnexConflict, conflict_location, index_path, open_annex
 from procs.annex_local import LocalAnnex
 from procs.common import Counters, GcPacer, Stop, base_parser, setup
@@ -74,7 +74,7 @@ def header_files(payload: dict[str, Any], formats: tuple[str, ...]) -> list[tupl
         if fmt == "fits":
             out.append((fmt, fits, md5))
         else:
-            data = encode_yaml([h["cards"] for h in payload["hdus"]], [str(h.get("name", "")) for h in payload["hdus"]])
+            data = payload_yaml(payload["hdus"])
             out.append((fmt, data, hashlib.md5(data).hexdigest()))
     return out
 

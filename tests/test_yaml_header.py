@@ -3,6 +3,7 @@ round trip that gives back the FITS header's cards, types and order as fitsio re
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from header.yamlheader import (
     decode_yaml,
     decode_yaml_named,
     encode_yaml,
+    payload_yaml,
     yaml_extname,
     yaml_extnames,
     yaml_to_cards,
@@ -103,6 +105,7 @@ def test_extension_names_in_hdu_order(composed: ComposedHeader) -> None:
     # without the payload's names, the EXTNAME cards give the same ones
     assert yaml_extnames(composed.hdus) == names
     assert encode_yaml(composed.hdus) == encode_yaml(composed.hdus, composed.hdu_names)
+    assert payload_yaml(json.loads(composed.payload_json())["hdus"]) == encode_yaml(composed.hdus, composed.hdu_names)
 
 
 def test_round_trip_equals_fitsio_reading_of_the_fits_file(composed: ComposedHeader, tmp_path: Path) -> None:
@@ -300,3 +303,18 @@ def test_names_must_match_the_hdus() -> None:
     with pytest.raises(YamlHeaderError, match="no EXTNAME"):
         encode_yaml([structural_primary(), structural_extension()])
     assert encode_yaml([]) == b"{}\n" and decode_yaml(b"{}\n") == []
+
+
+INDICATORS = st.text(alphabet="aZ09 -_.:#'\"[]{},&*!|>%@`?~=<+/()", min_size=1, max_size=90)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(INDICATORS, INDICATORS), min_size=1, max_size=10))
+def test_strings_full_of_yaml_indicators_match_pyyaml(items: list[tuple[str, str]]) -> None:
+    """Plain or quoted, folded or not: each string written as PyYAML writes it, and read back."""
+    cards = structural_primary()
+    for i, (value, comment) in enumerate(items):
+        cards += format_card(f"S{i}", value, comment)
+    text = encode_yaml([cards])
+    assert text == old_service_dump([("PRIMARY", cards)])
+    assert decode_yaml(text)[0] == cards_to_records(cards)
