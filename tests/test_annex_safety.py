@@ -304,7 +304,14 @@ def test_kept_headers_survive_a_publisher_restart(publisher: RunningPublisher, t
     assert spooled() == [f"{n}.v1.json" for n in names]
     publisher.close()  # killed with the headers kept; nobody resends them
     day.unlink()
-    again = RunningPublisher(publisher.cfg)
+    deadline = time.monotonic() + 10
+    while True:  # ZeroMQ releases the closed sockets' ports asynchronously
+        try:
+            again = RunningPublisher(publisher.cfg)
+            break
+        except zmq.ZMQError:
+            assert time.monotonic() < deadline, "the first publisher's ports were never released"
+            time.sleep(0.2)
     try:
         for n in names:
             ann = again.wait("ctl.announced.", lambda p, n=n: p["imageName"] == n)

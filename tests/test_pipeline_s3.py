@@ -141,7 +141,11 @@ def test_wrong_credentials_keep_the_csc_out_of_enabled(tmp_path: Path, monkeypat
     dep.start()
     try:
         dep.start_instance("LATISS")
-        dep.wait_running("LATISS")  # start + enable, as an operator would
+        dep.wait_running("LATISS", enable=False)
+        try:
+            dep.enable("LATISS")  # start + enable, as an operator would: FAULT comes before or after enable
+        except RuntimeError as exc:
+            assert "enable not allowed in state FAULT" in str(exc), exc
         dep.apply_env()
         follower = CscStateFollower(load_instance("LATISS"), role="tester")
         try:
