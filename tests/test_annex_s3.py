@@ -222,3 +222,34 @@ def test_wrong_credentials_are_a_clear_error_and_a_fault(tmp_path: Path, monkeyp
             rp.close()
     finally:
         srv.stop()
+
+
+def test_s3_server_stopped_and_restarted_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 really stopped (connections refused), then back without the bucket: the kept headers are
+    uploaded into a bucket made again, and announced."""
+    srv = MotoServer(log=tmp_path / "moto.log").start()
+    try:
+        for k, v in srv.env.items():
+            monkeypatch.setenv(k, v)
+        rp = start_publisher(tmp_path, monkeypatch, "rubinobs-lfa-restart")
+        try:
+            srv.stop()
+            names = ["AT_O_20261125_000011", "AT_O_20261125_000012"]
+            for n in names:
+                rp.send(header_payload(rp.cfg, image=n))
+            warn = rp.wait("ctl.warning.", lambda p: p["code"] == ErrorCode.ANNEX_UNWRITABLE and p["active"], timeout=60)
+            assert "unwritable" in warn["report"]
+            deadline = time.monotonic() + 30
+            while len(rp.pub.pending) < 2:
+                assert time.monotonic() < deadline, rp.pub.pending
+                time.sleep(0.1)
+            srv = MotoServer(port=srv.port, log=tmp_path / "moto2.log").start()  # same endpoint, empty
+            for n in names:
+                ann = rp.wait("ctl.announced.", lambda p, n=n: p["imageName"] == n, timeout=60)
+                assert hashlib.md5(get_object("rubinobs-lfa-restart", ann["path"])).hexdigest() == ann["md5"]
+            got = rp.reader.wait(lambda s: {x["id"] for x in s} >= set(names), 10)
+            assert sorted(x["id"] for x in got) == names
+        finally:
+            rp.close()
+    finally:
+        srv.stop()
