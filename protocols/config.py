@@ -10,6 +10,7 @@ Environment variables override what differs per deployment: ``HS_DDS_DOMAIN``, `
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,6 +142,9 @@ class Endpoints(Strict):
     http_port: int
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
 class InstanceConfig(Strict):
     """Settings of one Header Service instance (one camera)."""
 
@@ -152,7 +156,10 @@ class InstanceConfig(Strict):
     dds_domain: int = Field(default=0, ge=0, le=232)
     port_base: int = Field(ge=1024, le=65000)
     segments_in_file: bool = True
-    annex: Path = PROJECT_ROOT / "annex"
+    # A folder, or the S3 Large File Annex: ``s3://<bucket>``, or ``s3`` for ``rubinobs-lfa-<site>``.
+    annex: str = str(PROJECT_ROOT / "annex")
+    site: str = Field(default="tuc", pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")  # cp, tuc, ls...: the LFA bucket's
+    lfo_format: Literal["fits", "yaml", "both"] = "fits"  # header file(s) written and announced
     state_dir: Path = PROJECT_ROOT / "run" / "state"
     end_deadline: float = Field(default=30.0, gt=0)
     cache_max_age: float = Field(default=7200.0, gt=0)
@@ -168,6 +175,36 @@ class InstanceConfig(Strict):
     templates: dict[Literal["primary", "sensor", "segment"], str]
 
     _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("annex", mode="before")
+    @classmethod
+    def _annex(cls, v: Any) -> str:
+        text = str(v)
+        if text == "s3" or text.startswith("s3://"):
+            bucket = text[len("s3://") :] if text.startswith("s3://") else ""
+            if bucket and not _BUCKET.fullmatch(bucket):
+                raise ValueError(f"{text!r}: not an S3 bucket name (3-63 of a-z 0-9 . -)")
+        elif "://" in text:
+            raise ValueError(f"{text!r}: an annex is a folder or s3://<bucket>")
+        return text
+
+    @property
+    def annex_bucket(self) -> str | None:
+        """The S3 bucket of the annex (``rubinobs-lfa-<site>`` unless named), or None for a folder."""
+        if self.annex == "s3" or self.annex == "s3://":
+            return f"rubinobs-lfa-{self.site}".lower()
+        return self.annex[len("s3://") :] if self.annex.startswith("s3://") else None
+
+    @property
+    def annex_folder(self) -> Path:
+        """The annex folder (a local annex), else the folder of the S3 annex's local index."""
+        if self.annex_bucket is None:
+            return Path(self.annex)
+        return Path(self.state_dir) / self.instrument / "annex"
+
+    @property
+    def lfo_formats(self) -> tuple[str, ...]:
+        return ("fits", "yaml") if self.lfo_format == "both" else (self.lfo_format,)
 
     @property
     def folder(self) -> Path:
@@ -256,6 +293,8 @@ def load_instance(path_or_instrument: str | Path) -> InstanceConfig:
         data["end_deadline"] = float(env["HS_END_DEADLINE"])
     if "HS_STATE_DIR" in env:
         data["state_dir"] = env["HS_STATE_DIR"]
+    if "HS_LFO_FORMAT" in env:
+        data["lfo_format"] = env["HS_LFO_FORMAT"]
     if "HS_TSTAND" in env:
         data["tstand"] = env["HS_TSTAND"] or None
     cfg = _validate(InstanceConfig, data, p)
