@@ -24,7 +24,7 @@ from procs.common import Counters, GcPacer, Stop, base_parser, drain, setup
 from procs.journal import read_json, write_json_atomic
 from protocols import messages, sal, salrecord
 from protocols.config import InstanceConfig
-from protocols.envelope import Envelope, EnvelopeError, GapTracker, Sender, decode, sender_id, split_identity
+from protocols.envelope import Envelope, EnvelopeError, GapTracker, Sender, check_frames, decode, sender_id, split_identity
 
 log = logging.getLogger("cache")
 REFILL_AFTER = 5.0  # s after an outage closes before samples inside it count as a replay
@@ -309,8 +309,7 @@ class CacheServer:
     def on_sample(self, frames: list[bytes]) -> None:
         """One listener message: the envelope is checked, the record stored as it came."""
         try:
-            if len(frames) != 3:
-                raise EnvelopeError(f"expected 3 frames (topic, envelope, payload), got {len(frames)}")
+            check_frames(frames)
             env = Envelope.decode(frames[1])
             st = self.gaps.check(env)
             if st.duplicate:
