@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -146,38 +147,59 @@ class Sensor:
 
 def _sample_for(src: KeywordSource, inputs: ExposureInputs, camera: str) -> dict[str, Any] | None:
     if src.component == camera and src.topic in CAMERA_EVENTS:
-        return inputs.events.get(src.topic)
-    return inputs.snapshots.get(src.when, {}).get(src.topic_key)
+        sample = inputs.events.get(src.topic)
+    else:
+        sample = (inputs.snapshots.get(src.when) or {}).get(src.topic_key)
+    return sample if isinstance(sample, dict) else None
+
+
+MAX_READOUT_PIXELS = 10000  # prescan/overscan sizes beyond this are not a readout geometry
+MAX_SENSORS = 256  # the largest focal plane (LSSTCam) has 205
+SENSOR_NAME = re.compile(r"R\d\d_S(?:\d\d|[GW][01])")
+
+
+def _data(sample: Any) -> dict[str, Any]:
+    data = sample.get("data") if isinstance(sample, dict) else None
+    return data if isinstance(data, dict) else {}
 
 
 def sensors_of(inputs: ExposureInputs, cfg: InstanceConfig) -> tuple[list[Sensor], str | None]:
-    """The sensors the camera reports (focalPlaneSummaryInfo), with readout geometry per sensor."""
+    """The sensors the camera reports (focalPlaneSummaryInfo), with readout geometry per sensor.
+
+    Only names of sensors (``Rxx_Syy``, ``Rxx_SG0``...) are taken, each once and at most
+    ``MAX_SENSORS``: a corrupted list cannot make HDUs for sensors that do not exist."""
     key = f"{cfg.camera}.focalPlaneSummaryInfo:0"
-    fp = inputs.snapshots.get("start", {}).get(key)
+    fp = _data((inputs.snapshots.get("start") or {}).get(key))
+    reported = split_list(fp.get("ccdLocation", ""))
+    locs = list(dict.fromkeys(loc for loc in reported if SENSOR_NAME.fullmatch(loc)))[:MAX_SENSORS]
     note = None
-    if fp and split_list(fp["data"].get("ccdLocation", "")):
-        locs = split_list(fp["data"]["ccdLocation"])
-        vendors = split_list(fp["data"].get("ccdManufacturer", ""))
+    if locs:
+        vendors = split_list(fp.get("ccdManufacturer", ""))
+        if len(locs) != len(reported):
+            note = f"focalPlaneSummaryInfo lists {len(reported) - len(locs)} unknown or repeated sensor(s): ignored"
     else:
         locs = list(cfg.sensors_nominal)
         vendors = []
-        note = "focalPlaneSummaryInfo not received: nominal sensor list used"
+        note = "focalPlaneSummaryInfo not received or without a known sensor: nominal sensor list used"
+    index = {loc: i for i, loc in enumerate(reported)}
     sensors = []
-    for i, loc in enumerate(locs):
-        vendor = vendors[i].upper() if i < len(vendors) and vendors[i] else "ITL"
+    for loc in locs:
+        i = index.get(loc, -1)
+        vendor = vendors[i].upper() if 0 <= i < len(vendors) and vendors[i] else "ITL"
         sensors.append(Sensor(loc, "E2V" if vendor.startswith("E2V") else "ITL"))
-    rp = inputs.events.get("imageReadoutParameters")
-    if rp:
-        d = rp["data"]
+    d = _data(inputs.events.get("imageReadoutParameters"))
+    if d:
         order = {loc: i for i, loc in enumerate(split_list(d.get("ccdLocation", "")))}
         for s in sensors:
             if s.location in order:
                 i = order[s.location]
                 for f in ("preCols", "overCols", "overRows"):
                     v = d.get(f)
-                    if isinstance(v, list) and i < len(v) and isinstance(v[i], int) and v[i] > 0:
-                        s.readout[f] = v[i]
-                    elif isinstance(v, int) and not isinstance(v, bool) and v > 0 and len(order) == 1:
+                    if isinstance(v, list) and i < len(v):
+                        v = v[i]
+                    elif len(order) != 1:
+                        continue
+                    if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_READOUT_PIXELS:
                         s.readout[f] = v
     return sensors, note
 
@@ -257,14 +279,16 @@ def _event_time(inputs: ExposureInputs, topic: str, field_name: str) -> float | 
 MAX_EXPOSURE_S = 86400.0  # longer is not an exposure time: the end is then unknown
 
 
-def _duration(inputs: ExposureInputs, topic: str, field_name: str) -> float | None:
-    """A duration field of one of the exposure's camera events, if finite and in [0, 1 day]."""
-    ev = inputs.events.get(topic)
-    data = ev.get("data") if isinstance(ev, dict) else None
-    v = data.get(field_name) if isinstance(data, dict) else None
+def usable_duration(v: Any) -> float | None:
+    """``v`` as seconds if it is a real number in [0, 1 day] (an exposure time, a timeout), else None."""
     if isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= MAX_EXPOSURE_S:
         return float(v)
     return None
+
+
+def _duration(inputs: ExposureInputs, topic: str, field_name: str) -> float | None:
+    """A duration field of one of the exposure's camera events (see :func:`usable_duration`)."""
+    return usable_duration(_data(inputs.events.get(topic)).get(field_name))
 
 
 class Computer:
