@@ -89,10 +89,10 @@ def _time_series_element(sample: dict[str, Any], values: list[Any], at: float) -
     t0 = data.get("cRioTimestamp") or sample.get("sndStamp")
     if not values:
         return None, "time series is empty"
-    if not _finite(t0) or not _finite(at):
+    offset = (at - float(t0)) / 0.01 if _finite(t0) and _finite(at) else math.nan
+    if not math.isfinite(offset):
         return None, f"time series has no usable time origin (cRioTimestamp {t0!r:.30})"
-    idx = round((at - float(t0)) / 0.01)
-    return values[min(max(idx, 0), len(values) - 1)], None
+    return values[round(min(max(offset, 0.0), len(values) - 1.0))], None
 
 
 def reduce_keyword(
