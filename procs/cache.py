@@ -116,9 +116,11 @@ class Store:
 
     def add(self, topic_frame: bytes, raw: bytes) -> tuple[str, float]:
         """Store one SAL record under its topic; returns its key and TAI time."""
-        sal_index, t, _rcv, _src = salrecord.peek(raw)
+        sal_index, t, rcv, _src = salrecord.peek(raw)
         if t is None or t <= 0:
             raise ValueError(f"sample has no usable private_sndStamp: {t!r}")
+        if rcv > 0 and t > rcv + salrecord.FUTURE_SLACK:  # would empty the topic's history (its horizon)
+            raise ValueError(f"sample stamped {t - rcv:.0f} s after its reception refused (private_sndStamp {t!r})")
         key = self.key_of(topic_frame, sal_index)
         self.histories[key].add(t, raw, self.max_samples, self.max_age, self.max_topic_bytes)
         return key, t

@@ -28,6 +28,7 @@ from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_
 from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, split_identity, tai_now
 from protocols.csc_state import CscStateFollower, ErrorCode, fault_frames
 from protocols.messages import CacheClient, CacheUnavailable, topic_key
+from protocols.salrecord import FUTURE_SLACK
 
 log = logging.getLogger("composer")
 IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -41,7 +42,6 @@ CACHE_TRIES = 4  # cache requests (5 s each) before a header is written without 
 FILL_WINDOW = 4 * 3600.0  # s of cache history searched for an image's missing events
 PRECOMPOSE_AT = ("startReadout", "imageReadoutParameters")  # the readout geometry comes with the latter
 RECENT_HEADERS = 20  # headers kept in memory to answer per-sensor requests
-FUTURE_SLACK = 60.0  # s a camera event may be stamped ahead of its reception (clock offsets)
 PAST_SLACK = 366 * 86400.0  # s behind its reception beyond which an event's stamp is not believed
 DEFAULT_TIMEOUT_EXTRA = 30.0  # s after the exposure time when startIntegration gives no usable timeout
 
