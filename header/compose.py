@@ -163,6 +163,11 @@ def _data(sample: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+@lru_cache(maxsize=64)
+def _sensor_names(reported: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(loc for loc in reported if SENSOR_NAME.fullmatch(loc)))[:MAX_SENSORS]
+
+
 def sensors_of(inputs: ExposureInputs, cfg: InstanceConfig) -> tuple[list[Sensor], str | None]:
     """The sensors the camera reports (focalPlaneSummaryInfo), with readout geometry per sensor.
 
@@ -171,7 +176,7 @@ def sensors_of(inputs: ExposureInputs, cfg: InstanceConfig) -> tuple[list[Sensor
     key = f"{cfg.camera}.focalPlaneSummaryInfo:0"
     fp = _data((inputs.snapshots.get("start") or {}).get(key))
     reported = split_list(fp.get("ccdLocation", ""))
-    locs = list(dict.fromkeys(loc for loc in reported if SENSOR_NAME.fullmatch(loc)))[:MAX_SENSORS]
+    locs = list(_sensor_names(tuple(reported)))
     note = None
     if locs:
         vendors = split_list(fp.get("ccdManufacturer", ""))
@@ -477,8 +482,10 @@ class Notes:
     undefined: dict[str, str] = field(default_factory=dict)
 
     def merge(self, other: "Notes") -> None:
-        self.errors.extend(other.errors)
-        self.undefined.update(other.undefined)
+        if other.errors:
+            self.errors.extend(other.errors)
+        if other.undefined:
+            self.undefined.update(other.undefined)
 
 
 def _card(key: str, value: Any, comment: str, reason: str | None, notes: Notes, where: str | None = None) -> list[str]:
@@ -487,14 +494,14 @@ def _card(key: str, value: Any, comment: str, reason: str | None, notes: Notes, 
 
     A keyword whose type FITS fixes (:func:`header.cards.fits_type`) is never written blank, which
     fitsverify reports as an error: a string one is written as the empty string, any other is left out."""
-    if value is not None:
+    kind = fits_type(key)
+    if value is not None and kind is not None:
         value, bad = typed_value(key, value)
         if bad:
             notes.errors.append(f"{key}: {bad}")
             reason = bad
     if value is None:
         why = reason or "no value"
-        kind = fits_type(key)
         omitted = key in RESERVED or (kind is not None and kind != "str")
         notes.undefined[f"{where}:{key}" if where else key] = f"left out: {why}" if omitted else why
         if omitted:
@@ -733,7 +740,8 @@ def compose_header(
             _SENSOR_HDU_MEMO[key] = hit
             while len(_SENSOR_HDU_MEMO) > _SENSOR_HDU_KEPT:
                 _SENSOR_HDU_MEMO.popitem(last=False)
-        notes.merge(hit[1])
+        if hit[1].errors or hit[1].undefined:
+            notes.merge(hit[1])
         sensor_hdus[len(hdus)] = list(hit[0])
         hdus.append(sensor_hdus[len(hdus)])
         names.append(s.location)

@@ -43,18 +43,26 @@ def _nested_deeper(obj: Any, limit: int) -> bool:
     """True if a decoded JSON value nests lists or objects more than ``limit`` levels.
 
     Iterative (a hostile value cannot exhaust the stack here), and cheap on the largest real
-    payloads: a list or object holding no container (a header's card images) is skipped whole."""
+    payloads: a list of strings only (a header's card images) is recognised whole, in C."""
     if type(obj) is not list and type(obj) is not dict:
         return False
-    stack: list[tuple[Any, int]] = [(obj, 1)]
+    stack: list[tuple[Any, int]] = [(obj, 1)]  # containers and their nesting level
+    join = "".join
     while stack:
-        node, depth = stack.pop()
-        if depth > limit:
+        node, level = stack.pop()
+        if level > limit:
             return True
-        values = node.values() if type(node) is dict else node
-        kinds = set(map(type, values))
-        if list in kinds or dict in kinds:
-            stack.extend((v, depth + 1) for v in values if type(v) is list or type(v) is dict)
+        if type(node) is list:
+            try:
+                join(node)
+                continue  # strings only: a leaf
+            except TypeError:
+                values: Any = node
+        else:
+            values = node.values()
+        for v in values:
+            if type(v) is list or type(v) is dict:
+                stack.append((v, level + 1))
     return False
 
 
@@ -69,11 +77,7 @@ def loads_bounded(raw: bytes | str, what: str, max_bytes: int = MAX_PAYLOAD_BYTE
         raise EnvelopeError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a hook's own ValueError is the caller's
         raise EnvelopeError(f"{what} is not JSON: {str(exc)[:200]}") from None
-    if isinstance(raw, str):
-        openers = raw.count("[") + raw.count("{")
-    else:
-        openers = raw.count(b"[") + raw.count(b"{")
-    if openers > MAX_JSON_DEPTH and _nested_deeper(value, MAX_JSON_DEPTH):
+    if _nested_deeper(value, MAX_JSON_DEPTH):
         raise EnvelopeError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
     return value
 
