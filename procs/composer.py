@@ -428,6 +428,8 @@ class Composer:
         """An exposure without a header of its own: logged, counted, published on
         ``ctl.skipped.<instrument>.<imageName>`` and kept in the history (``hs-catchup list``)."""
         log.warning("%s: no header: %s", name, reason)
+        if not extra.get("duplicate"):  # later events of this name are ignored (a reused name's are not)
+            self.skipped[name] = reason
         body = {"imageName": name, "reason": reason, **extra}
         self.pub.send_multipart(self.ctl_sender.frames(f"ctl.skipped.{self.cfg.instrument}.{name}", body))
         entry: dict[str, Any] = {"duplicate" if extra.get("duplicate") else "skipped": name, "reason": reason}
@@ -467,7 +469,6 @@ class Composer:
             return False
         reason = "endOfImageTelemetry for an image never started (no other camera event of it on the bus or in the cache)"
         self.counts["set_aside"] += 1
-        self.skipped[exp.image_name] = reason
         self.open.pop(exp.image_name, None)
         self.report_skipped(exp.image_name, reason, float(end["sndStamp"]))
         self.save()
