@@ -106,6 +106,7 @@ class CardTemplate(Strict):
     computed: str | None = None
     fallback: str | None = None  # computed value used when the keyword map gives none
     source: Literal["static", "computed", "map"] | None = None
+    optional: bool = False  # left out of the HDU, not written undefined, when it has no value
 
     @model_validator(mode="after")
     def _kind(self) -> "CardTemplate":
@@ -162,6 +163,7 @@ class InstanceConfig(Strict):
     telemetry_max_age: float = Field(default=10.0, gt=0)
     collect_wait: float = Field(default=0.5, ge=0)
     sensors_nominal: list[str]
+    tstand: str | None = Field(default=None, pattern=r"^[ -~]{1,68}$")  # TSTAND; none at the summit: card left out
     keywords: str = "keywords.yaml"
     templates: dict[Literal["primary", "sensor", "segment"], str]
 
@@ -254,6 +256,8 @@ def load_instance(path_or_instrument: str | Path) -> InstanceConfig:
         data["end_deadline"] = float(env["HS_END_DEADLINE"])
     if "HS_STATE_DIR" in env:
         data["state_dir"] = env["HS_STATE_DIR"]
+    if "HS_TSTAND" in env:
+        data["tstand"] = env["HS_TSTAND"] or None
     cfg = _validate(InstanceConfig, data, p)
     cfg._source = p.absolute()
     return cfg
