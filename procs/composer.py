@@ -171,6 +171,7 @@ class Composer:
         self.csc = CscStateFollower(cfg, role="composer")
         self.skipped: dict[str, str] = {}  # imageName -> why no header was produced
         self.start_stamps: dict[str, float] = {}  # imageName -> its startIntegration's stamp (composed images)
+        self.without_end: set[str] = set()  # images whose latest header was written without endOfImageTelemetry
         self.duplicates: set[tuple[str, float]] = set()  # second exposures under a used imageName, reported
         self.state_path = Path(cfg.state_dir) / cfg.instrument / "composer.json"
         self.history = AppendLog(Path(cfg.state_dir) / cfg.instrument / "composer-history.jsonl")
@@ -223,10 +224,11 @@ class Composer:
             self.done = dict(list(self.done.items())[-DONE_KEPT:])
             self.skipped = dict(list(self.skipped.items())[-DONE_KEPT:])
             self.start_stamps = {n: t for n, t in self.start_stamps.items() if n in self.done}
+            self.without_end &= set(self.done)
             self.duplicates = set(sorted(self.duplicates, key=lambda d: d[1])[-DONE_KEPT:])
             self.history.compact(
-                [{"done": n, "v": v, "complete": c, **({"t": self.start_stamps[n]} if n in self.start_stamps else {})}
-                 for n, (v, c) in self.done.items()]
+                [{"done": n, "v": v, "complete": c, **({"t": self.start_stamps[n]} if n in self.start_stamps else {}),
+                  **({"noend": True} if n in self.without_end else {})} for n, (v, c) in self.done.items()]
                 + [{"skipped": n, "reason": r} for n, r in self.skipped.items()]
                 + [{"duplicate": n, "t": t, "reason": "imageName used again by another exposure"} for n, t in self.duplicates]
             )
@@ -246,6 +248,7 @@ class Composer:
                 self.done[rec["done"]] = [int(rec.get("v", 1)), bool(rec.get("complete", True))]
                 if _finite(rec.get("t")):
                     self.start_stamps[rec["done"]] = float(rec["t"])
+                (self.without_end.add if rec.get("noend") else self.without_end.discard)(rec["done"])
             elif "skipped" in rec:
                 self.skipped[rec["skipped"]] = str(rec.get("reason", ""))
             elif "duplicate" in rec and _finite(rec.get("t")):
@@ -366,7 +369,7 @@ class Composer:
             return 0
         if name in self.done:
             version, complete = self.done[name]
-            if topic == "endOfImageTelemetry" and not complete:
+            if topic == "endOfImageTelemetry" and not complete and name in self.without_end:
                 events = dict(self.done_events.get(name, {}))
                 if topic not in events:
                     log.info("late endOfImageTelemetry for %s: reissuing its header complete", name)
@@ -546,8 +549,12 @@ class Composer:
         start = exp.events.get("startIntegration")
         if start:
             self.start_stamps[exp.image_name] = float(start.get("sndStampSent", start["sndStamp"]))
+        # only a header written without its end is reissued when the end comes (a header incomplete
+        # for another reason is not made worse by a replayed end after a restart)
+        noend = "endOfImageTelemetry" not in exp.events
+        (self.without_end.add if noend else self.without_end.discard)(exp.image_name)
         self.record({"done": exp.image_name, "v": version, "complete": header.complete,
-                     **({"t": self.start_stamps[exp.image_name]} if start else {})})
+                     **({"t": self.start_stamps[exp.image_name]} if start else {}), **({"noend": True} if noend else {})})
         self.done_events[exp.image_name] = exp.events
         self.unacked[exp.image_name] = (time.monotonic(), version, body)
         self.recent[exp.image_name] = header.context
