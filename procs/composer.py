@@ -45,7 +45,21 @@ from procs.journal import AppendLog, read_json, write_json_atomic
 from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_template
 from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, split_identity, tai_now
 from protocols.csc_state import CscStateFollower, ErrorCode, fault_frames
-from protocols.messages import CacheClient, CacheUnavailable, topic_key
+from protocols.messages import (
+    COMPOSER_REQUESTS,
+    Acknowledgement,
+    After,
+    CacheClient,
+    CacheUnavailable,
+    CollectRequest,
+    RangeRequest,
+    RecomposeRequest,
+    Skipped,
+    StatusRequest,
+    Window,
+    decode_request,
+    topic_key,
+)
 from protocols.names import IMAGE_NAME  # noqa: F401 - one definition, checked by tests
 
 log = logging.getLogger("composer")
@@ -65,14 +79,14 @@ def needed_fields(kmap: KeywordMap) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def collection_request(cfg: InstanceConfig, kmap: KeywordMap, points: dict[str, float]) -> dict[str, Any]:
+def collection_request(cfg: InstanceConfig, kmap: KeywordMap, points: dict[str, float]) -> CollectRequest:
     """The cache request for one header: topic keys per collection point, monitor windows, and the
     fields each topic is read for."""
     topics, monitored, fields = _request_plan(cfg.camera, kmap, tuple(sorted(points)))
     windows = []
     if "start" in points:
-        windows = [{"key": k, "t0": points["start"], "t1": points.get("end", points["start"])} for k in monitored]
-    return {"op": "collect", "points": points, "topics": dict(topics), "windows": windows, "fields": fields}
+        windows = [Window(k, points["start"], points.get("end", points["start"])) for k in monitored]
+    return CollectRequest(points, dict(topics), windows, fields)
 
 
 _Plan = tuple[dict[str, list[str]], list[str], dict[str, list[str]]]
@@ -180,7 +194,7 @@ class Composer:
             elif isinstance(action, Journal):
                 write_json_atomic(self.state_path, self.machine.snapshot())
             elif isinstance(action, Skip):
-                body = {"imageName": action.image_name, "reason": action.reason, **action.extra}
+                body = Skipped(action.image_name, action.reason, action.duplicate).encode()
                 self.pub.send_multipart(self.ctl_sender.frames(f"ctl.skipped.{self.cfg.instrument}.{action.image_name}", body))
             elif isinstance(action, Resync):
                 self.replay(action)
@@ -191,9 +205,7 @@ class Composer:
         the cache could not be asked."""
         t1 = t1 or tai_now()
         try:
-            reply = self.cache.request(
-                {"op": "range", "key": topic_key(self.cfg.camera, topic), "t0": t1 - FILL_WINDOW, "t1": 1e12}
-            )
+            reply = self.cache.request(RangeRequest(topic_key(self.cfg.camera, topic), t1 - FILL_WINDOW, 1e12))
         except CacheUnavailable:
             return None
         samples = reply.get("samples", [])
@@ -217,9 +229,7 @@ class Composer:
         samples: list[Any] = []
         for topic in REPLAYED:
             try:
-                reply = self.cache.request(
-                    {"op": "range", "key": topic_key(self.cfg.camera, topic), "t0": resync.since, "t1": 1e12}, timeout_ms=3000
-                )
+                reply = self.cache.request(RangeRequest(topic_key(self.cfg.camera, topic), resync.since, 1e12), timeout_ms=3000)
             except CacheUnavailable as exc:
                 log.warning("cannot resynchronize from the cache yet (retrying): %s", exc)
                 self.machine.resync_failed(self.now())
@@ -280,9 +290,9 @@ class Composer:
         exp, reasons = job.exp, job.reasons
         req = collection_request(self.cfg, self.kmap, job.points)
         if job.after is not None:
-            req["after"] = job.after
+            req.after = After(*job.after)
         for p in job.known:  # read at the provisional composition: only what is new is asked for now
-            req["topics"].pop(p, None)
+            req.topics.pop(p, None)
         t_collect = time.perf_counter()
         try:
             reply = self.collect(req)
@@ -374,7 +384,7 @@ class Composer:
         points = collection_points(exp.events)
         req = collection_request(self.cfg, self.kmap, points)
         if exp.last_seq[0]:
-            req["after"] = {"sender": exp.last_seq[0], "seq": exp.last_seq[1]}
+            req.after = After(*exp.last_seq)
         try:
             reply = self.cache.request(req, timeout_ms=2000)
         except CacheUnavailable:
@@ -428,35 +438,30 @@ class Composer:
 
     def on_ack(self, frames: list[bytes]) -> None:
         try:
-            entry = decode(frames).payload
-            name, version = entry["imageName"], int(entry["version"])
-        except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
+            ack = Acknowledgement.decode(decode(frames).payload)
+        except EnvelopeError as exc:
             self.counts["bad_acks"] += 1
             log.warning("bad acknowledgement from the publisher: %s", exc)
             return
-        self.perform(self.machine.acked(name, version))
+        self.perform(self.machine.acked(ack.imageName, ack.version))
 
     def resend_unacked(self) -> None:
         """Headers the publisher has not acknowledged are sent again (it is idempotent)."""
         self.perform(self.machine.resends(self.now()))
 
     def on_request(self, frames: list[bytes]) -> None:
-        """Per-sensor header requests: ``{op: sensor, imageName, sensor}`` on the ROUTER socket."""
+        """Requests on the ROUTER socket: per-sensor headers (``sensor``, the default op),
+        ``recompose`` (catch-up) and ``status``."""
         ident, rest = split_identity(frames)
         try:
-            req = decode(rest).payload
-            if not isinstance(req, dict):
-                raise EnvelopeError("request payload is not an object")
-            if req.get("op", "sensor") not in ("sensor", "recompose", "status"):
-                raise KeyError(f"unknown op {req.get('op')!r}")
-            op = req.get("op", "sensor")
-            topic = f"ctl.reply.{op}"
-            if op == "recompose":
-                body = {"results": [self.recompose(n) for n in req["imageNames"]]}
-            elif op == "status":
+            req = decode_request(decode(rest).payload, COMPOSER_REQUESTS, default_op="sensor")
+            topic = f"ctl.reply.{req.op}"
+            if isinstance(req, RecomposeRequest):
+                body = {"results": [self.recompose(n) for n in req.imageNames]}
+            elif isinstance(req, StatusRequest):
                 body = {"counts": self.counts.as_dict(), "open": sorted(self.open), "done": self.done, "unacked": sorted(self.unacked)}
             else:
-                image, sensor = req["imageName"], req["sensor"]
+                image, sensor = req.imageName, req.sensor
                 ctx = self.recent.get(image)
                 if ctx is None:
                     raise KeyError(f"{image} is not among the last {RECENT_HEADERS} headers composed")

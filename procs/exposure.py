@@ -87,7 +87,7 @@ class Compose:
     points: dict[str, float]
     reasons: list[str]
     version: int
-    after: dict[str, Any] | None
+    after: tuple[str, int] | None  # the listener's (sender, seq) the cache must have applied first
     known: dict[str, dict[str, Any]]
 
 
@@ -119,7 +119,7 @@ class Skip:
 
     image_name: str
     reason: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    duplicate: bool = False  # a second exposure under an imageName already used
 
 
 @dataclass
@@ -414,16 +414,16 @@ class ExposureMachine:
         )
         return self.skip(name, reason, float(stamp), duplicate=True)
 
-    def skip(self, name: str, reason: str, t: float | None, **extra: Any) -> list[Action]:
+    def skip(self, name: str, reason: str, t: float | None, duplicate: bool = False) -> list[Action]:
         """An exposure without a header of its own: published on ``ctl.skipped`` and kept in the
         history (``hs-catchup list``); later events of the name are ignored (a reused name's are not)."""
         log.warning("%s: no header: %s", name, reason)
-        if not extra.get("duplicate"):
+        if not duplicate:
             self.skipped[name] = reason
-        entry: dict[str, Any] = {"duplicate" if extra.get("duplicate") else "skipped": name, "reason": reason}
+        entry: dict[str, Any] = {"duplicate" if duplicate else "skipped": name, "reason": reason}
         if t is not None:
             entry["t"] = t
-        return [Skip(name, reason, extra), Record(entry)]
+        return [Skip(name, reason, duplicate), Record(entry)]
 
     # -- cache answers --------------------------------------------------------------------
     def found(self, ask: FindEvents, replies: dict[str, list[Any] | None], now: Now) -> list[Action]:
@@ -479,7 +479,7 @@ class ExposureMachine:
         reasons = reasons + [f"{t}: {ev['timeNote']}" for t, ev in exp.events.items() if ev.get("timeNote")]
         if version is None:
             version = int(self.done.get(exp.image_name, [0])[0]) + 1
-        after = {"sender": exp.last_seq[0], "seq": exp.last_seq[1]} if exp.last_seq[0] else None
+        after = exp.last_seq if exp.last_seq[0] else None
         known = {p: s for p, s in exp.early.items() if exp.early_points.get(p) == points.get(p)}
         return Compose(exp, points, reasons, version, after, known)
 

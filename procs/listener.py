@@ -21,6 +21,7 @@ from procs.common import Counters, GcPacer, Stop, base_parser, setup
 from protocols import sal, salrecord
 from protocols.config import InstanceConfig, load_keyword_map
 from protocols.envelope import EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
+from protocols.messages import ReplayRequest
 
 log = logging.getLogger("listener")
 REPLAY_BYTES = 48e6  # payload bytes the replay ring keeps, whatever the message count
@@ -113,8 +114,7 @@ def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Count
             return
         ident, rest = split_identity(frames)
         try:
-            req = decode(rest).payload
-            since = int(req["since"])
+            since = ReplayRequest.decode(decode(rest).payload).since
             msgs = [[f[0].decode(), seq, base64.b64encode(f[2]).decode()] for seq, f in ring if seq > since]
             body = {"sender": sender.sender, "oldest": ring[0][0] if ring else sender.seq + 1, "messages": msgs}
         except (EnvelopeError, KeyError, TypeError, ValueError) as exc:

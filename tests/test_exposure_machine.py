@@ -120,7 +120,7 @@ def test_normal_exposure_start_readout_end() -> None:
     (job,) = d.composed()
     assert job.version == 1 and job.reasons == []
     assert job.points == {"start": T0, "readout": T0 + 2.0, "end": T0 + 4.3}
-    assert job.after == {"sender": "listener.LATISS@h:1:0", "seq": 1}
+    assert job.after == ("listener.LATISS@h:1:0", 1)
     assert not d.of(FindEvents), "every event was seen: the cache's history is not searched"
     assert [type(a) for a in d.actions[-3:]] == [Send, Record, Journal]
     assert d.of(Record)[-1].entry == {"done": A, "v": 1, "complete": True, "t": T0}
@@ -254,7 +254,7 @@ def test_reused_image_name_is_reported_once_and_keeps_the_first_header() -> None
     again = ev("startIntegration", A, T0 + 100.0, exposureTime=2.0, timeout=5.0)
     assert d.event(again, at(100)) == 0
     (skip,) = d.of(Skip)
-    assert skip.extra == {"duplicate": True} and "used again by a second exposure" in skip.reason
+    assert skip.duplicate and "used again by a second exposure" in skip.reason
     assert d.of(Record)[-1].entry["duplicate"] == A and d.of(Record)[-1].entry["t"] == T0 + 100.0
     assert d.event(again, at(101)) == 0 and len(d.of(Skip)) == 1, "reported once"
     assert d.machine.done[A] == [1, True] and A not in d.machine.skipped and A not in d.machine.open

@@ -26,7 +26,7 @@ from procs.annex import index_path
 from procs.journal import AppendLog
 from protocols.config import ConfigError, InstanceConfig, load_instance
 from protocols.envelope import Sender, decode, sender_id
-from protocols.messages import CacheClient, CacheUnavailable, topic_key
+from protocols.messages import CacheClient, CacheUnavailable, RangeRequest, RecomposeRequest, topic_key
 
 
 @dataclass
@@ -84,7 +84,7 @@ def read_set_aside(cfg: InstanceConfig) -> dict[str, dict[str, Any]]:
 def exposures(cfg: InstanceConfig, since: float, until: float) -> list[Exposure]:
     """Every exposure whose startIntegration the cache holds in [since, until], with its status."""
     client = CacheClient(cfg.endpoints.cache_router, Sender(sender_id("catchup", cfg.instrument)))
-    reply = client.request({"op": "range", "key": topic_key(cfg.camera, "startIntegration"), "t0": since, "t1": until})
+    reply = client.request(RangeRequest(topic_key(cfg.camera, "startIntegration"), since, until))
     index = read_index(cfg)
     aside = read_set_aside(cfg)
     out = []
@@ -126,7 +126,8 @@ def regenerate(cfg: InstanceConfig, names: list[str], timeout_s: float = 120.0) 
     req.setsockopt(zmq.LINGER, 0)
     req.connect(cfg.endpoints.composer_router)
     time.sleep(0.3)  # let the subscription reach the publisher
-    req.send_multipart(Sender(sender_id("catchup", cfg.instrument)).frames("ctl.request.recompose", {"op": "recompose", "imageNames": names}))
+    request = RecomposeRequest(names)
+    req.send_multipart(Sender(sender_id("catchup", cfg.instrument)).frames(request.topic(), request.encode()))
     if not req.poll(int(timeout_s * 1000)):
         raise TimeoutError(f"no answer from the composer at {cfg.endpoints.composer_router}")
     results = decode(req.recv_multipart()).payload.get("results", [])
