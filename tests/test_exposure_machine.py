@@ -232,6 +232,7 @@ def test_an_incomplete_header_for_another_reason_is_not_reissued_by_a_replayed_e
     for s in events:
         d.event(s, at(1))
     d.machine.done[A] = [1, False]  # written incomplete because the bus was not observed
+    d.machine.done_events.clear()  # then the composer restarted: the cache replays the end
     assert d.event(end, at(2), source="cache") == 0 and len(d.composed()) == 1
 
 
