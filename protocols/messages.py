@@ -9,6 +9,8 @@
   (publisher PUB, after the DDS announcement).
 - ``ctl.rejected.<imageName>``: ``{imageName, version, reason, path}`` (publisher PUB, header set aside).
 - ``ctl.skipped.<instrument>.<imageName>``: ``{imageName, reason[, duplicate]}`` (composer PUB).
+- ``ctl.fault.<instrument>``: ``{code, report}``; ``ctl.warning.<instrument>``: ``{code, report,
+  active}`` (composer and publisher PUB, read by hs-csc; see :mod:`protocols.csc_state`).
 - Requests (REQ to a ROUTER, topic ``ctl.request.<op>``): the cache's ``collect``, ``range``,
   ``latest`` and ``status``; the composer's ``sensor``, ``recompose`` and ``status``; the
   listener's ``replay``.
@@ -291,6 +293,47 @@ class Rejected:
 
     def encode(self) -> dict[str, Any]:
         return {"imageName": self.imageName, "version": self.version, "reason": self.reason, "path": self.path}
+
+
+def _code(payload: dict[str, Any]) -> int:
+    code = _get(payload, "code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise EnvelopeError(f"code {code!r} is not an integer")
+    return code
+
+
+@dataclass
+class Fault:
+    """``ctl.fault``: a condition that stops composition; the CSC goes to FAULT with ``code``."""
+
+    code: int
+    report: str
+
+    def encode(self) -> dict[str, Any]:
+        return {"code": int(self.code), "report": str(self.report)}
+
+    @classmethod
+    def decode(cls, payload: Any) -> Fault:
+        payload = _object(payload, "fault payload")
+        return cls(_code(payload), str(_get(payload, "report")))
+
+
+@dataclass
+class OperatorWarning:
+    """``ctl.warning``: a condition that costs no header but needs an operator; ``active=False``
+    says the condition of ``code`` is over."""
+
+    code: int
+    report: str
+    active: bool = True
+
+    def encode(self) -> dict[str, Any]:
+        return {"code": int(self.code), "report": str(self.report), "active": bool(self.active)}
+
+    @classmethod
+    def decode(cls, payload: Any) -> OperatorWarning:
+        payload = _object(payload, "warning payload")
+        return cls(_code(payload), str(_get(payload, "report")), payload.get("active") is not False)
 
 
 @dataclass

@@ -14,7 +14,9 @@ from protocols.messages import (
     Acknowledgement,
     After,
     CollectRequest,
+    Fault,
     LatestRequest,
+    OperatorWarning,
     RangeRequest,
     RecomposeRequest,
     Rejected,
@@ -96,3 +98,14 @@ def test_control_messages() -> None:
                      ({"imageName": 5, "version": 1}, "imageName is not text"), ([1], "not an object")]:  # fmt: skip
         with pytest.raises(EnvelopeError, match=why):
             Acknowledgement.decode(bad)
+
+
+def test_fault_and_warning_payloads() -> None:
+    assert Fault(1, "disk full").encode() == {"code": 1, "report": "disk full"}
+    assert OperatorWarning(8, "set aside").encode() == {"code": 8, "report": "set aside", "active": True}
+    assert OperatorWarning.decode({"code": 1, "report": "over", "active": False}).active is False
+    assert OperatorWarning.decode({"code": 1, "report": "still", "active": "no"}).active is True  # only false ends it
+    for bad, why in [({"code": True, "report": "x"}, "is not an integer"), ({"code": 1.5, "report": "x"}, "is not an integer"),
+                     ({"code": 1}, "'report'"), ("x", "not an object")]:  # fmt: skip
+        with pytest.raises(EnvelopeError, match=why):
+            Fault.decode(bad)
