@@ -20,6 +20,7 @@ from header.fitsfile import checksum_cards, encode_hdu, split_cards
 from header.keywords import Resolved, reduce_keyword, split_list
 from protocols.config import CardTemplate, InstanceConfig, KeywordMap, KeywordSource
 from protocols import sal
+from protocols.names import dayobs_problem
 
 SOFTWARE_VERSION = "1.0.0"
 AIRMASS_TOLERANCE = 0.01  # relative disagreement beyond which AMSTART/AMEND are flagged
@@ -652,7 +653,9 @@ def compose_header(
 
     encoded = [sensor_hdus[i] if i in sensor_hdus else list(encoded_hdu(tuple(h))) for i, h in enumerate(hdus)]
     dayobs_r = resolved.get("DAYOBS")
-    dayobs = str(dayobs_r.value) if dayobs_r and dayobs_r.defined else astro.dayobs(comp.beg or now_tai)
+    dayobs = str(dayobs_r.value) if dayobs_r and dayobs_r.defined else ""
+    if dayobs_problem(dayobs):  # the file's folder is never taken from a bad imageDate
+        dayobs = astro.dayobs(comp.beg or now_tai)
     provenance = {
         "imageName": inputs.image_name,
         "version": version,

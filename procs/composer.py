@@ -10,7 +10,6 @@ snapshots as of each collection point's own event time, composes the header (pur
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -27,9 +26,9 @@ from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_
 from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, split_identity, tai_now
 from protocols.csc_state import CscStateFollower, ErrorCode, fault_frames
 from protocols.messages import CacheClient, CacheUnavailable, topic_key
+from protocols.names import IMAGE_NAME
 
 log = logging.getLogger("composer")
-IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DONE_KEPT = 5000  # composed images remembered in the journal
 ACK_TIMEOUT = 5.0  # s before an unacknowledged header is sent to the publisher again
 RESYNC_MARGIN = 120.0  # s of bus time replayed from the cache after a restart or a gap
@@ -151,6 +150,7 @@ class Composer:
         self.push.connect(cfg.endpoints.publisher_pull)
         self.acks = ctx.socket(zmq.SUB)
         self.acks.setsockopt(zmq.SUBSCRIBE, b"ctl.announced.")
+        self.acks.setsockopt(zmq.SUBSCRIBE, b"ctl.rejected.")  # set aside by the publisher: kept there
         self.acks.connect(cfg.endpoints.publisher_pub)
         self.pub = ctx.socket(zmq.PUB)
         self.pub.bind(cfg.endpoints.composer_pub)

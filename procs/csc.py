@@ -19,7 +19,9 @@ persisted to ``<state_dir>/<instrument>/csc_overrides.json``, so it survives res
 
 The header processes follow the state and the overrides over ZeroMQ and report faults back
 (:mod:`protocols.csc_state`); a fault arriving in DISABLED or ENABLED puts the CSC in FAULT with an
-errorCode event.
+errorCode event. A warning (the annex unwritable while headers are kept, a header set aside) leaves
+the state alone: errorCode and logMessage when it starts, a logMessage reminder every minute while it
+lasts, errorCode 0 and a logMessage when it is over.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from protocols import sal
 from protocols.config import InstanceConfig
 from protocols.csc_state import (
     FAULT_PREFIX,
+    WARNING_PREFIX,
     HEARTBEAT_S,
     AckCode,
     ErrorCode,
@@ -63,6 +66,8 @@ log = logging.getLogger("csc")
 
 PACKAGE = "rubin-header-service"
 DEFAULT_CONFIGURATION = "instance.yaml"
+WARNING_REMINDER_S = 60.0  # s between logMessage reminders of an ongoing warning
+WARNING_EXPIRY_S = 30.0  # s without news of a warning before it counts as over (its senders repeat every 5 s)
 OVERRIDES_FILE = "csc_overrides.json"
 STATE_FILE = "csc_state.json"
 
@@ -372,6 +377,7 @@ class Csc:
         self.journal = StateJournal(Path(cfg.state_dir) / cfg.instrument / STATE_FILE)
         self.restored = self.journal.load()
         self._seq: dict[str, int] = {}
+        self.warnings: dict[int, tuple[str, float, float]] = {}  # code -> (report, last logged, last heard)
         self._open_zmq()
         self._open_dds()
         self.log_handler = DdsLogHandler(self._write_log_message)
@@ -387,6 +393,7 @@ class Csc:
         self.rep.bind(state_rep_endpoint(self.cfg))
         self.faults = ctx.socket(zmq.SUB)
         self.faults.setsockopt(zmq.SUBSCRIBE, FAULT_PREFIX.encode())
+        self.faults.setsockopt(zmq.SUBSCRIBE, WARNING_PREFIX.encode())
         for ep in (self.cfg.endpoints.composer_pub, self.cfg.endpoints.publisher_pub):
             self.faults.connect(ep)
         self.poller = zmq.Poller()
@@ -667,10 +674,41 @@ class Csc:
             return
         who = msg.envelope.sender.split("@", 1)[0]
         report = f"{who}: {report}"
+        if msg.topic.startswith(WARNING_PREFIX):
+            self.warn(code, report, msg.payload.get("active") is not False)
+            return
         if self.state in (State.ENABLED, State.DISABLED):
             self.fault(code, report)
         else:
             log.warning("fault reported in %s (not acted on): errorCode %d %s", self.state.name, code, report)
+
+    def warn(self, code: int, report: str, active: bool) -> None:
+        """A condition that costs no header: operators are told, the state stays what they commanded."""
+        now = time.monotonic()
+        known = self.warnings.get(code)
+        if not active:
+            if known is not None:
+                del self.warnings[code]
+                self._write("errorCode", errorCode=0, errorReport=f"cleared: {report}", traceback="")
+                log.info("errorCode %d %s is over: %s", code, _code_name(code), report)
+            return
+        if known is None or known[0] != report:
+            self._write("errorCode", errorCode=int(code), errorReport=report, traceback="")
+            log.warning("errorCode %d %s (still %s): %s", code, _code_name(code), self.state.name, report)
+            self.warnings[code] = (report, now, now)
+        elif now - known[1] >= WARNING_REMINDER_S:
+            log.warning("errorCode %d %s still reported: %s", code, _code_name(code), report)
+            self.warnings[code] = (report, now, now)
+        else:
+            self.warnings[code] = (known[0], known[1], now)
+
+    def expire_warnings(self) -> None:
+        """A warning no longer repeated by its sender (a one-off, or its sender restarted) is forgotten,
+        so that its next occurrence is an errorCode again."""
+        for code, (report, _, heard) in list(self.warnings.items()):
+            if time.monotonic() - heard > WARNING_EXPIRY_S:
+                del self.warnings[code]
+                log.info("errorCode %d %s no longer reported: %s", code, _code_name(code), report)
 
     # -- loop ------------------------------------------------------------------------------------
     def step(self, wait_ms: int) -> None:
@@ -706,6 +744,7 @@ class Csc:
                 if next_beat < time.monotonic():
                     next_beat = time.monotonic() + HEARTBEAT_S
                 self.heartbeat()
+                self.expire_warnings()
         if self.state != State.OFFLINE:  # stopped by a signal: we are no longer in control
             self.set_state(State.OFFLINE)
         self.close()

@@ -15,14 +15,41 @@ from typing import Any
 log = logging.getLogger("journal")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write ``data`` so that readers see the old file or the whole new one, never a torn one
+    (temporary file in the same folder, rename). With ``sync`` it is on disk when this returns
+    (fsync of the file, then of the folder for the rename); otherwise call :func:`sync_file` later.
+    The one durable write of the project: state files, annex files and side-cars alike."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, separators=(",", ":"))
+    with open(tmp, "wb") as fh:  # a leftover of a failed write is truncated and reused
+        fh.write(data)
         fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
+    if sync:
+        fsync_path(path.parent)
+
+
+def sync_file(path: Path) -> None:
+    """Make a file written by ``write_atomic(..., sync=False)`` durable, rename included."""
+    fsync_path(path)
+    fsync_path(path.parent)
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder by its path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """A JSON snapshot, durably and atomically (:func:`write_atomic`)."""
+    write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
 
 
 def read_json(path: Path, default: Any) -> Any:
@@ -77,10 +104,5 @@ class AppendLog:
         self.lines += 1
 
     def compact(self, records: list[dict[str, Any]]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as fh:
-            fh.writelines(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode())
         self.lines = len(records)

@@ -12,14 +12,16 @@ version is written and announced once.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import logging
-import os
-import re
+import socket
 import threading
 import time
+import urllib.parse
+from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,62 +30,54 @@ import zmq
 
 from header.fitsfile import encode_file_from_cards
 from procs.common import Counters, GcPacer, Stop, base_parser, setup
-from procs.journal import AppendLog
+from procs.journal import AppendLog, sync_file, write_atomic
 from protocols import sal
 from protocols.config import InstanceConfig
-from protocols.csc_state import ErrorCode, fault_frames
+from protocols.csc_state import ErrorCode, warning_frames
 from protocols.envelope import EnvelopeError, Sender, decode, sender_id, tai_now
+from protocols.names import BadName, check_dayobs, check_image_name, image_name_problem, inside
 
 log = logging.getLogger("publisher")
 MIME = "application/fits"
-IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+RETRY_S = 5.0  # s between two attempts at the headers kept while the annex is unwritable
+#: Write errors that no retry can cure: the header is set aside with the reason instead.
+PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ})
+HTTP_TIMEOUT_S = 10.0  # s an HTTP connection may stay silent (idle keep-alive, half-open, slowloris)
+HTTP_BACKLOG = 256  # pending connections the HTTP listener queues (the stdlib default is 5)
 
 
-def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
-    """Write ``data`` so that readers see either nothing or the whole file; with ``sync`` it is
-    on disk when this returns, otherwise call :func:`sync_file` later."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        if sync:
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    if sync:
-        _fsync(path.parent)
-
-
-def sync_file(path: Path) -> None:
-    """Make a file written by ``atomic_write(..., sync=False)`` durable, rename included."""
-    _fsync(path)
-    _fsync(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    """fsync a file or a folder by its path."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class SetAside(ValueError):
+    """A header that can never be written where it belongs (bad name, bad path): kept apart with the reason."""
 
 
 def header_file(payload: dict[str, Any]) -> tuple[bytes, str]:
     """The LFO file of one header payload and its MD5; refuses anything that is not a header."""
     image = payload["imageName"]
-    if not IMAGE_NAME.fullmatch(str(image)):
-        raise ValueError(f"{image!r} is not a valid imageName")
     cards = [h["cards"] for h in payload["hdus"]]
     if not cards or not cards[0] or not str(cards[0][0]).startswith("SIMPLE  ="):
-        raise ValueError(f"{image}: not a header (no HDU, or no SIMPLE card first)")
+        raise ValueError(f"{str(image)[:80]}: not a header (no HDU, or no SIMPLE card first)")
     try:
         if any(set(map(len, hdu)) != {80} for hdu in cards):
             raise ValueError("a card is not 80 characters long")
         data = encode_file_from_cards(cards)
     except (TypeError, ValueError, UnicodeEncodeError) as exc:
-        raise ValueError(f"{image}: not a header (cards that are not 80-character ASCII images: {exc})") from None
+        raise ValueError(f"{str(image)[:80]}: not a header (cards that are not 80-character ASCII images: {exc})") from None
     return data, hashlib.md5(data).hexdigest()
+
+
+def annex_relpath(instrument: str, dayobs: object, image: object) -> str:
+    """``<instrument>/<DAYOBS>/<imageName>.fits``, every component checked (:class:`SetAside` if bad)."""
+    try:
+        return f"{instrument}/{check_dayobs(dayobs)}/{check_image_name(image)}.fits"
+    except BadName as exc:
+        raise SetAside(str(exc)) from None
+
+
+def aside_name(image: object, version: object) -> str:
+    """File name of a set-aside header: its imageName when that is safe, else a digest of it."""
+    name = str(image) if image_name_problem(image) is None else "invalid-" + hashlib.sha256(repr(image).encode()).hexdigest()[:16]
+    v = str(version) if isinstance(version, int) and not isinstance(version, bool) else "x"
+    return f"{name}.v{v}.json"
 
 
 class AnnexIndex:
@@ -136,15 +130,19 @@ class Announcer:
 
 
 class AnnexHandler(SimpleHTTPRequestHandler):
-    """The annex's files, plus ``GET /index/<imageName>``: the latest index entry as JSON."""
+    """The annex's files, plus ``GET /index/<imageName>``: the latest index entry as JSON.
+
+    Requests are hostile until checked: a connection silent for :data:`HTTP_TIMEOUT_S` is closed
+    (``timeout``), and a path the file system cannot take (NUL byte, undecodable) gets 400."""
 
     index: "AnnexIndex | None" = None
+    timeout = HTTP_TIMEOUT_S
 
     def do_GET(self) -> None:  # noqa: N802 (stdlib name)
         if self.path.startswith("/index/") and self.index is not None:
-            name = self.path[len("/index/") :].strip("/")
+            name = urllib.parse.unquote(self.path[len("/index/") :].strip("/"))
             entry = self.index.entries.get(name)
-            body = json.dumps(entry if entry else {"error": f"{name} is not in the annex index"}).encode()
+            body = json.dumps(entry if entry else {"error": f"{name[:80]} is not in the annex index"}).encode()
             self.send_response(200 if entry else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -153,15 +151,42 @@ class AnnexHandler(SimpleHTTPRequestHandler):
             return
         super().do_GET()
 
+    def send_head(self):  # noqa: ANN201 (stdlib signature)
+        """The stdlib's, refusing paths it would choke on (``os.stat`` raises on a NUL byte)."""
+        try:
+            if "\x00" in urllib.parse.unquote(urllib.parse.urlsplit(self.path).path, errors="strict"):
+                raise ValueError("NUL byte in the path")
+            return super().send_head()
+        except (ValueError, UnicodeError) as exc:
+            self.send_error(HTTPStatus.BAD_REQUEST, f"bad path: {exc}")
+            return None
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (ConnectionError, socket.timeout):
+            self.close_connection = True  # the client went away or fell silent mid-response
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         log.debug("http: " + format, *args)
 
 
-def serve_annex(root: Path, port: int, index: "AnnexIndex | None" = None) -> ThreadingHTTPServer:
+class AnnexHTTPServer(ThreadingHTTPServer):
+    """One thread per connection (daemon, never waited for), a deep listen backlog."""
+
+    request_queue_size = HTTP_BACKLOG
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.warning("http: request from %s failed", client_address, exc_info=True)
+
+
+def serve_annex(root: Path, port: int, index: "AnnexIndex | None" = None, timeout: float = HTTP_TIMEOUT_S) -> AnnexHTTPServer:
     root.mkdir(parents=True, exist_ok=True)
-    handler_cls = type("InstanceAnnexHandler", (AnnexHandler,), {"index": index})
+    handler_cls = type("InstanceAnnexHandler", (AnnexHandler,), {"index": index, "timeout": timeout})
     handler = functools.partial(handler_cls, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server = AnnexHTTPServer(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, name="annex-http", daemon=True).start()
     return server
 
@@ -171,6 +196,7 @@ class Publisher:
         self.cfg = cfg
         self.root = Path(cfg.annex)
         self.index = AnnexIndex(self.root / cfg.instrument / "index.jsonl")
+        self.aside_dir = self.root / cfg.instrument / "rejected"
         self.counts = Counters()
         ctx = zmq.Context.instance()
         self.pull = ctx.socket(zmq.PULL)
@@ -182,29 +208,39 @@ class Publisher:
         self.base_url = f"http://127.0.0.1:{cfg.endpoints.http_port}"
         self.announcer = Announcer(cfg)
         self.pending: list[dict[str, Any]] = []  # headers whose write failed: retried, never dropped
+        self.unwritable: str | None = None  # why the annex cannot be written, while it lasts
 
-    def relpath(self, dayobs: str, image: str) -> str:
-        return f"{self.cfg.instrument}/{dayobs}/{image}.fits"
+    def relpath(self, dayobs: object, image: object) -> str:
+        return annex_relpath(self.cfg.instrument, dayobs, image)
 
     def publish(self, payload: dict[str, Any]) -> None:
         """Write, index and announce one header version, exactly once per imageName and version.
 
         The index records the file before the announcement and again once announced, so a
         publisher killed in between announces on restart what it had not, and nothing twice.
+        Raises :class:`SetAside` for a header that can never be written, OSError for one that
+        cannot be written now.
         """
         image = payload["imageName"]
         version = int(payload["version"])
         t0 = time.perf_counter()
         data, md5 = header_file(payload)
+        rel = self.relpath(payload.get("dayobs"), image)
         prev = self.index.entries.get(image)
         if prev and int(prev["version"]) > version or (prev and int(prev["version"]) == version and prev.get("announced")):
             self.counts["duplicates"] += 1
             log.info("%s v%d already published (v%s): acknowledged, not announced again", image, version, prev["version"])
             self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", prev))
             return
-        rel = self.relpath(str(payload["dayobs"]), image)
-        path = self.root / rel
-        atomic_write(path, data, sync=False)  # complete for every reader now; on disk below
+        try:
+            path = inside(self.root, rel)
+            write_atomic(path, data, sync=False)  # complete for every reader now; on disk below
+        except BadName as exc:
+            raise SetAside(str(exc)) from None
+        except OSError as exc:
+            if exc.errno in PERMANENT_ERRNOS:
+                raise SetAside(f"cannot ever be written to {rel[:200]}: {exc.strerror}") from None
+            raise
         url = f"{self.base_url}/{rel}"
         entry = {
             "imageName": image,
@@ -223,7 +259,7 @@ class Publisher:
         # Durable before the acknowledgement: until then the composer keeps the header and sends it
         # again after a crash of this machine, and the publisher writes and announces it again.
         sync_file(path)
-        atomic_write(path.with_suffix(".prov.json"), json.dumps(payload.get("provenance", {}), indent=1).encode())
+        write_atomic(path.with_suffix(".prov.json"), json.dumps(payload.get("provenance", {}), indent=1).encode())
         entry = dict(entry, announced=tai_now())
         self.index.add(entry)
         self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", entry))
@@ -233,12 +269,66 @@ class Publisher:
             image, version, len(data), md5, url, (t1 - t0) * 1000, (t2 - t1) * 1000,
         )  # fmt: skip
 
+    def set_aside(self, payload: dict[str, Any], reason: str) -> None:
+        """Keep a header that can never be written in ``<instrument>/rejected/`` with its reason,
+        tell the composer (which stops resending it) and the operators. Raises OSError if even
+        that cannot be written now (the header is then kept and retried like any other)."""
+        image, version = payload.get("imageName"), payload.get("version")
+        name = aside_name(image, version)
+        path = self.aside_dir / name
+        if not path.exists():
+            record = {"imageName": image, "version": version, "reason": reason, "setAside": tai_now(), "payload": payload}
+            write_atomic(path, json.dumps(record).encode())
+        rel = f"{self.cfg.instrument}/rejected/{name}"
+        self.counts["set_aside"] += 1
+        log.error("%s v%s set aside in %s: %s", str(image)[:80], version, rel, reason)
+        topic_name = image if image_name_problem(image) is None else "invalid"
+        self.pub.send_multipart(
+            self.sender.frames(f"ctl.rejected.{topic_name}", {"imageName": image, "version": version, "reason": reason, "path": rel})
+        )
+        self.pub.send_multipart(
+            warning_frames(self.sender, self.cfg.instrument, ErrorCode.HEADER_SET_ASIDE, f"header {str(image)[:80]} v{version} set aside in {rel}: {reason}")
+        )
+
+    def attempt(self, payload: dict[str, Any], retry: bool = False) -> bool:
+        """Publish one header, or set it aside; False (and kept for a retry) if the annex cannot be written now."""
+        try:
+            try:
+                self.publish(payload)
+            except SetAside as exc:
+                self.set_aside(payload, str(exc))
+        except OSError as exc:
+            self.counts["write_errors"] += 1
+            self.pending.append(payload)
+            if retry:
+                log.error("still cannot write %s: %s", payload.get("imageName"), exc)
+            else:
+                log.error("cannot write %s (kept, retried every %.0f s): %s", payload.get("imageName"), RETRY_S, exc)
+            self.report_unwritable(exc)
+            return False
+        return True
+
+    def report_unwritable(self, exc: OSError) -> None:
+        """The operators learn through the CSC that headers are being kept (repeated every cycle)."""
+        why = exc.strerror or str(exc)
+        self.unwritable = f"annex {self.root} unwritable ({why}): headers are kept and retried every {RETRY_S:.0f} s"
+        self.pub.send_multipart(warning_frames(self.sender, self.cfg.instrument, ErrorCode.ANNEX_UNWRITABLE, self.unwritable))
+
+    def report_writable(self) -> None:
+        if self.unwritable and not self.pending:
+            log.info("annex %s writable again: every kept header is written and announced", self.root)
+            self.pub.send_multipart(
+                warning_frames(self.sender, self.cfg.instrument, ErrorCode.ANNEX_UNWRITABLE,
+                               f"annex {self.root} writable again: kept headers written and announced", active=False)
+            )  # fmt: skip
+            self.unwritable = None
+
     def run(self, stop: Stop) -> None:
         log.info("publisher up: annex %s, HTTP %s", self.root, self.base_url)
         last_retry = last_status = time.monotonic()
         pacer = GcPacer()
         while not stop.requested:
-            if time.monotonic() - last_retry > 5.0:
+            if time.monotonic() - last_retry > RETRY_S:
                 last_retry = time.monotonic()
                 if self.pending:
                     self.retry_pending()
@@ -257,30 +347,24 @@ class Publisher:
             frames = self.pull.recv_multipart()
             try:
                 msg = decode(frames)
+                if not isinstance(msg.payload, dict):
+                    raise ValueError("header payload is not an object")
                 key = (msg.payload.get("imageName"), msg.payload.get("version"))
                 if any((p.get("imageName"), p.get("version")) == key for p in self.pending):
                     continue  # already kept for the next retry cycle
-                self.publish(msg.payload)
+                if self.attempt(msg.payload):
+                    self.report_writable()
             except (EnvelopeError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
                 self.counts["bad_messages"] += 1
                 log.error("header message rejected: %s", exc)
-            except OSError as exc:
-                self.counts["write_errors"] += 1
-                key = (msg.payload.get("imageName"), msg.payload.get("version"))
-                if all((p.get("imageName"), p.get("version")) != key for p in self.pending):
-                    self.pending.append(msg.payload)
-                log.error("cannot write %s (kept, retried every 5 s): %s", msg.payload.get("imageName"), exc)
-                self.pub.send_multipart(fault_frames(self.sender, self.cfg.instrument, ErrorCode.ANNEX_UNWRITABLE, f"annex unwritable: {exc}"))
         self.http.shutdown()
 
     def retry_pending(self) -> None:
+        """Each kept header once per cycle, in the order they came."""
         retry, self.pending = self.pending, []
         for payload in retry:
-            try:
-                self.publish(payload)
-            except OSError as exc:
-                self.pending.append(payload)
-                log.error("still cannot write %s: %s", payload.get("imageName"), exc)
+            self.attempt(payload, retry=True)
+        self.report_writable()
 
 
 def main(argv: list[str] | None = None) -> None:

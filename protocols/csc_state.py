@@ -17,6 +17,11 @@ processes learn what they decided from the CSC process over ZeroMQ:
   (topic ``ctl.fault.<instrument>``, payload ``{"code": int, "report": str}``) on their own PUB
   socket; hs-csc SUBscribes to both and goes to FAULT with an errorCode event when ENABLED or
   DISABLED. A fault sent before hs-csc connected is lost (PUB/SUB): resend while the condition lasts.
+- **Warnings**: a condition that costs no header but needs an operator (the annex unwritable while
+  headers are kept and retried, a header set aside) is PUBlished with :func:`warning_frames` (topic
+  ``ctl.warning.<instrument>``, payload ``{"code": int, "report": str, "active": bool}``): hs-csc
+  stays in its state and publishes errorCode and logMessage (WARNING) when the condition starts, a
+  logMessage reminder while it lasts, and errorCode 0 with a logMessage when ``active`` turns false.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ STATE_REP_OFFSET = 7
 #: hs-csc publishes its state at least this often (seconds).
 HEARTBEAT_S = 1.0
 FAULT_PREFIX = "ctl.fault."
+WARNING_PREFIX = "ctl.warning."
 
 
 class State(IntEnum):
@@ -72,6 +78,7 @@ class ErrorCode(IntEnum):
     ANNOUNCE_FAILED = 5  # publisher cannot announce on DDS (largeFileObjectAvailable)
     HEADER_DEADLINE = 6  # headers repeatedly written incomplete at their deadline
     OVERRIDES_UNUSABLE = 7  # the CSC's header-card overrides cannot be applied
+    HEADER_SET_ASIDE = 8  # a header can never be written (bad name): set aside with its reason
     INTERNAL = 99  # unexpected exception in a header process
 
 
@@ -94,6 +101,12 @@ def fault_topic(instrument: str) -> str:
 def fault_frames(sender: Sender, instrument: str, code: int, report: str) -> list[bytes]:
     """The message a header process PUBlishes on its own PUB socket to put the CSC in FAULT."""
     return sender.frames(fault_topic(instrument), {"code": int(code), "report": str(report)})
+
+
+def warning_frames(sender: Sender, instrument: str, code: int, report: str, active: bool = True) -> list[bytes]:
+    """The message a header process PUBlishes to warn operators through the CSC (no state change);
+    ``active=False`` says the condition of ``code`` is over."""
+    return sender.frames(f"{WARNING_PREFIX}{instrument}", {"code": int(code), "report": str(report), "active": bool(active)})
 
 
 def empty_overrides() -> dict[str, Any]:

@@ -13,8 +13,8 @@ Three levels:
    undefined with the reason in the ``<image>.prov.json`` side-car.
 3. Annex faults on the same deployment (a second, later night): a disk that is full (the
    publisher's temporary file is a symlink to /dev/full: ENOSPC even for root) and a DAYOBS folder
-   that cannot be created (a regular file in its place); the header must be kept and written once
-   the annex is usable again.
+   that cannot be created (a regular file in its place); the CSC stays ENABLED and warns, and the
+   headers of exposures taken meanwhile are kept and written once the annex is usable again.
 
 Tests that crash a process (the bad input is fatal today) run last, so that the rest of the module
 sees the deployment undisturbed. Tests marked ``xfail(strict=True)`` assert the right behaviour of a
@@ -1168,60 +1168,94 @@ def _play(night: dict[str, Any], scenario: dict[str, Any]) -> None:
 
 
 def test_annex_faults_keep_the_header_until_the_annex_is_usable(night: dict[str, Any]) -> None:
+    """An unwritable annex costs no exposure: the CSC stays ENABLED (warning, not FAULT), an exposure
+    taken meanwhile is composed and kept too, and both are written and announced once it is back."""
     import zmq
 
     from protocols.csc_state import CscStateFollower
 
-    dep, day = night["dep"], night["annex"] / "LATISS" / "20261125"
+    dep, annex = night["dep"], night["annex"] / "LATISS"
+    day, day2 = annex / "20261125", annex / "20261126"
     log = lambda: dep.log("latiss-publisher")  # noqa: E731
     pub_pid = dep.pid("latiss:latiss-publisher")
-    # 1. disk full: the publisher's temporary file is /dev/full (ENOSPC on write, also for root)
-    day.mkdir(parents=True, exist_ok=True)
-    (day / f".{PENDING_IMAGE}.fits.{pub_pid}.tmp").symlink_to("/dev/full")
-    _play(night, FAULT_NIGHTS[0])
-    assert wait_for(lambda: f"cannot write {PENDING_IMAGE} (kept, retried every 5 s): [Errno 28] No space left on device"
-                    in log(), 15.0), log()[-2000:]
-    failed_at = time.monotonic()
-    assert composer_status(night)["done"].get(PENDING_IMAGE) == [1, True]
-    assert PENDING_IMAGE not in announced(night)
-    # the CSC goes to FAULT; an exposure taken meanwhile is reported skipped with the reason
+    # 1. disk full: the publisher's temporary files are /dev/full (ENOSPC on write, also for root)
+    for folder, image in ((day, PENDING_IMAGE), (day2, SKIPPED_IMAGE)):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f".{image}.fits.{pub_pid}.tmp").symlink_to("/dev/full")
+    warnings = zmq.Context.instance().socket(zmq.SUB)
+    warnings.setsockopt(zmq.SUBSCRIBE, b"ctl.warning.")
+    warnings.setsockopt(zmq.SUBSCRIBE, b"ctl.skipped.")
+    warnings.connect(night["cfg"].endpoints.publisher_pub)
+    warnings.connect(night["cfg"].endpoints.composer_pub)
     follower = CscStateFollower(night["cfg"], role="tester")
-    sub = zmq.Context.instance().socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"ctl.skipped.")
-    sub.connect(night["cfg"].endpoints.composer_pub)
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def drain_warnings() -> list[tuple[str, dict[str, Any]]]:
+        while warnings.poll(0):
+            msg = decode(warnings.recv_multipart())
+            seen.append((msg.topic, msg.payload))
+        return seen
+
     try:
-        assert wait_for(lambda: follower.refresh(1.0) and follower.state == "FAULT", 10.0), follower.state
         time.sleep(0.3)
+        _play(night, FAULT_NIGHTS[0])
+        assert wait_for(lambda: f"cannot write {PENDING_IMAGE} (kept, retried every 5 s): [Errno 28] No space left on device"
+                        in log(), 15.0), log()[-2000:]
+        failed_at = time.monotonic()
+        assert composer_status(night)["done"].get(PENDING_IMAGE) == [1, True]
+        assert PENDING_IMAGE not in announced(night)
+        # operators are warned; the CSC stays ENABLED, and an exposure taken meanwhile is composed and kept
+        assert wait_for(lambda: any(t.startswith("ctl.warning.") and p["code"] == 1 and p["active"]
+                                    for t, p in drain_warnings()), 15.0), seen
+        assert follower.refresh(2.0) and follower.state == "ENABLED", follower.state
         _play(night, FAULT_NIGHTS[1])
-        assert sub.poll(10000), "no skipped report for the exposure taken in FAULT"
-        report = decode(sub.recv_multipart()).payload
-        assert report["imageName"] == SKIPPED_IMAGE and "FAULT" in report["reason"], report
+        assert wait_for(lambda: composer_status(night)["done"].get(SKIPPED_IMAGE) == [1, True], 15.0)
+        assert wait_for(lambda: f"cannot write {SKIPPED_IMAGE}" in log(), 15.0), log()[-2000:]
+        assert follower.refresh(2.0) and follower.state == "ENABLED", follower.state
+        assert not [p for t, p in drain_warnings() if t.startswith("ctl.skipped.")], "an exposure was skipped"
+        # 2. the DAYOBS folder cannot be made: a regular file has its name (mkdir fails, also for root)
+        mark = len(log())
+        shutil.rmtree(day)
+        day.write_text("not a folder\n")
+        assert wait_for(lambda: f"still cannot write {PENDING_IMAGE}: [Errno 17] File exists" in log()[mark:], 15.0), \
+            log()[-2000:]
+        assert PENDING_IMAGE not in announced(night) and SKIPPED_IMAGE not in announced(night)
+        # 3. the annex is usable again (after an outage of >= 11 s: two resends by the composer, two
+        # retry cycles of the publisher): the kept headers are written and announced, once each
+        time.sleep(max(0.0, failed_at + 11.5 - time.monotonic()))
+        day.unlink()
+        (day2 / f".{SKIPPED_IMAGE}.fits.{pub_pid}.tmp").unlink()
+        assert wait_for(lambda: {PENDING_IMAGE, SKIPPED_IMAGE} <= set(announced(night)), 15.0), log()[-2000:]
+        assert wait_for(lambda: any(t.startswith("ctl.warning.") and p["code"] == 1 and not p["active"]
+                                    for t, p in drain_warnings()), 15.0), seen
+        assert follower.refresh(2.0) and follower.state == "ENABLED", follower.state
     finally:
-        sub.close(linger=0)
+        warnings.close(linger=0)
         follower.close()
-    # 2. the DAYOBS folder cannot be made: a regular file has its name (mkdir fails, also for root)
-    mark = len(log())
-    shutil.rmtree(day)
-    day.write_text("not a folder\n")
-    assert wait_for(lambda: f"still cannot write {PENDING_IMAGE}: [Errno 17] File exists" in log()[mark:], 15.0), \
-        log()[-2000:]
-    assert PENDING_IMAGE not in announced(night)
-    # 3. the annex is usable again (after an outage of >= 11 s: two resends by the composer, two
-    # retry cycles of the publisher): the kept header is written and announced, once
-    time.sleep(max(0.0, failed_at + 11.5 - time.monotonic()))
-    day.unlink()
-    assert wait_for(lambda: PENDING_IMAGE in announced(night), 15.0), log()[-2000:]
-    path = day / f"{PENDING_IMAGE}.fits"
-    ann = announced(night)[PENDING_IMAGE]
-    assert ann["url"].endswith(f"/LATISS/20261125/{PENDING_IMAGE}.fits")
-    assert hashlib.md5(path.read_bytes()).hexdigest() == ann["checkSum"]
-    h = primary(night, PENDING_IMAGE)
-    assert h["HDRSTAT"] == "COMPLETE" and h["OBSID"] == PENDING_IMAGE and h["EXPTIME"] == 2.0
-    assert prov(night, PENDING_IMAGE)["imageName"] == PENDING_IMAGE
+    for image, folder in ((PENDING_IMAGE, "20261125"), (SKIPPED_IMAGE, "20261126")):
+        path = annex / folder / f"{image}.fits"
+        ann = announced(night)[image]
+        assert ann["url"].endswith(f"/LATISS/{folder}/{image}.fits")
+        assert hashlib.md5(path.read_bytes()).hexdigest() == ann["checkSum"]
+        h = primary(night, image)
+        assert h["HDRSTAT"] == "COMPLETE" and h["OBSID"] == image and h["EXPTIME"] == 2.0
+        # the side-car is written after the announcement: wait for it rather than race it
+        assert wait_for(lambda image=image, folder=folder: (annex / folder / f"{image}.prov.json").exists(), 10.0)
+        assert wait_for(lambda image=image: _readable_json(annex_path(night, image, ".prov.json")), 10.0)
+        assert prov(night, image)["imageName"] == image
     time.sleep(0.5)
-    assert [s["version"] for s in night["reader"].poll() if s["id"] == PENDING_IMAGE] == [1.0]
+    versions = [(s["id"], s["version"]) for s in night["reader"].poll() if s["id"] in (PENDING_IMAGE, SKIPPED_IMAGE)]
+    assert sorted(versions) == [(PENDING_IMAGE, 1.0), (SKIPPED_IMAGE, 1.0)]
     assert dep.pid("latiss:latiss-publisher") == pub_pid, "the publisher restarted"
     assert "Traceback" not in log()
+
+
+def _readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def test_pending_header_is_retried_once_per_cycle(night: dict[str, Any]) -> None:

@@ -33,9 +33,12 @@ class Exposure:
     start_tai: float
     announced_version: int | None
     complete: bool | None
+    set_aside: str | None = None  # why the publisher set its header aside, if it did
 
     @property
     def status(self) -> str:
+        if self.announced_version is None and self.set_aside:
+            return f"SET ASIDE: {self.set_aside}"
         if self.announced_version is None:
             return "NOT ANNOUNCED"
         return f"announced v{self.announced_version} ({'complete' if self.complete else 'INCOMPLETE'})"
@@ -60,16 +63,32 @@ def read_index(cfg: InstanceConfig) -> dict[str, dict[str, Any]]:
     return entries
 
 
+def read_set_aside(cfg: InstanceConfig) -> dict[str, dict[str, Any]]:
+    """Headers the publisher could never write, from ``<annex>/<instrument>/rejected/``:
+    imageName -> {version, reason, file} (the latest version set aside)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted((Path(cfg.annex) / cfg.instrument / "rejected").glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict):
+            out[str(rec.get("imageName"))] = {"version": rec.get("version"), "reason": str(rec.get("reason", "")), "file": path.name}
+    return out
+
+
 def exposures(cfg: InstanceConfig, since: float, until: float) -> list[Exposure]:
     """Every exposure whose startIntegration the cache holds in [since, until], with its status."""
     client = CacheClient(cfg.endpoints.cache_router, Sender(sender_id("catchup", cfg.instrument)))
     reply = client.request({"op": "range", "key": topic_key(cfg.camera, "startIntegration"), "t0": since, "t1": until})
     index = read_index(cfg)
+    aside = read_set_aside(cfg)
     out = []
     for s in reply.get("samples", []):
         name = s.get("data", {}).get("imageName", "")
         e = index.get(name)
-        out.append(Exposure(name, s["sndStamp"], int(e["version"]) if e else None, bool(e["complete"]) if e else None))
+        why = aside.get(name, {}).get("reason")
+        out.append(Exposure(name, s["sndStamp"], int(e["version"]) if e else None, bool(e["complete"]) if e else None, why))
     return out
 
 
@@ -125,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             for e in exps:
                 print(f"{e.image_name:<24} {Time(e.start_tai, format='unix_tai', scale='tai').isot}  {e.status}")
             missing = sum(e.announced_version is None for e in exps)
+            listed = {e.image_name for e in exps}
+            for name, rec in read_set_aside(cfg).items():
+                if name not in listed:  # not a known exposure (e.g. a header PUSHed from elsewhere)
+                    print(f"{name[:64]:<24} {'(no exposure on the bus)':<23}  SET ASIDE: {rec['reason']} ({rec['file']})")
             print(f"{len(exps)} exposure(s), {missing} not announced", file=sys.stderr)
             return 0
         names = list(args.images)

@@ -40,7 +40,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from procs.common import Counters, Stop, base_parser, setup
-from procs.publisher import AnnexIndex, atomic_write
+from procs.journal import write_atomic
+from procs.publisher import AnnexIndex
 from protocols.envelope import tai_now
 from tools.get import index_relpath, join_url, latest_entries, parse_index, primary_cards, version_of
 
@@ -261,7 +262,7 @@ class Mirror:
                 complete = None
         path = self.root / c.path
         try:
-            atomic_write(path, data)
+            write_atomic(path, data)
         except OSError as exc:
             raise CopyError(f"cannot write {path}: {exc}") from None
         self._copy_provenance(c, path)
@@ -292,7 +293,7 @@ class Mirror:
         for url in [u for u in (prov_url, alt) if u]:
             try:
                 with urllib.request.urlopen(url, timeout=self.http_timeout) as resp:  # noqa: S310
-                    atomic_write(path.with_suffix(".prov.json"), resp.read())
+                    write_atomic(path.with_suffix(".prov.json"), resp.read())
                 return
             except (urllib.error.URLError, OSError) as exc:
                 err = getattr(exc, "reason", exc)
