@@ -39,6 +39,7 @@ CACHE_TRIES = 4  # cache requests (5 s each) before a header is written without 
 FILL_WINDOW = 4 * 3600.0  # s of cache history searched for an image's missing events
 PRECOMPOSE_AT = ("startReadout", "imageReadoutParameters")  # the readout geometry comes with the latter
 RECENT_HEADERS = 20  # headers kept in memory to answer per-sensor requests
+CSC_WAIT = 5.0  # s a starting composer waits for the CSC's state (it may be restarting too) before replaying
 
 
 @dataclass
@@ -165,7 +166,7 @@ class Composer:
         self.reply_sender = Sender(sender_id("composer-reply", cfg.instrument))  # ROUTER answers
         self.cache = CacheClient(cfg.endpoints.cache_router, Sender(self.sender.sender + "/req"), timeout_s=5.0)
         self.warm_up()
-        self.csc.refresh(1.0)
+        self.csc.refresh(CSC_WAIT)  # answered at once when the CSC runs; replayed exposures need its state
         self.restore()
 
     # -- durable state ------------------------------------------------------------------------
