@@ -14,7 +14,9 @@ from pathlib import Path
 import yaml
 import zmq
 
+from procs.csc import StateJournal
 from protocols.config import load_instance
+from protocols.csc_state import State
 from tests.conftest import run_sim
 from tests.plain_dds import PlainReader
 from tests.test_faults import night_yaml
@@ -80,3 +82,19 @@ def test_sigkill_of_the_csc_keeps_it_enabled_and_costs_no_header(deployment_fact
         assert out.returncode == 0 and "STANDBY (5)" in out.stdout, out.stdout + out.stderr
     finally:
         skipped.close(linger=0)
+
+
+def test_state_journal_round_trip_and_unusable_files(tmp_path: Path) -> None:
+    j = StateJournal(tmp_path / "LATISS" / "csc_state.json")
+    assert j.load() is None
+    j.save(State.FAULT, "instance.yaml", (1, "publisher: annex unwritable"))
+    got = j.load()
+    assert got is not None and (got["state"], got["errorCode"], got["errorReport"]) == (State.FAULT, 1, "publisher: annex unwritable")
+    j.save(State.ENABLED, "instance.yaml", None)
+    got = j.load()
+    assert got is not None and (got["state"], got["configuration"], got["errorCode"]) == (State.ENABLED, "instance.yaml", None)
+    for bad in ('{"state": "OFFLINE"}', '{"state": "NAPPING"}', '[1, 2]', '{"state": "FAULT", "errorCode": "x"}', "{torn"):
+        j.path.write_text(bad)
+        assert j.load() is None, bad  # a journal that cannot be trusted means a fresh start in STANDBY
+    j.clear()
+    assert not j.path.exists()
