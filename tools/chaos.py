@@ -288,7 +288,7 @@ class Chaos:
         self.dep, self.group, self.annex, self.log = dep, GROUPS[instrument], annex, log
         self.done: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
-        self.ending: list[tuple[float, Fault]] = []  # annex faults to end: (monotonic time, fault)
+        self.ending: list[tuple[float, Fault, dict[str, Any]]] = []  # annex faults to end: (monotonic time, fault, record)
 
     def program(self, role: str) -> str:
         return f"{self.group}:{self.group}-{role}"
@@ -325,25 +325,27 @@ class Chaos:
         else:
             self.annex.read_only(True)
             what = "annex read-only"
-        self.done.append({"kind": "annex", "target": f.target, "at": at, "seconds": f.seconds, "done": True})
-        self.ending.append((time.monotonic() + f.seconds, f))
+        rec = {"kind": "annex", "target": f.target, "at": at, "seconds": f.seconds, "done": True}
+        self.done.append(rec)
+        self.ending.append((time.monotonic() + f.seconds, f, rec))
         print(f"hs-chaos: {at:7.1f} s  {what} for {f.seconds:g} s", file=self.log, flush=True)
 
-    def annex_end(self, f: Fault) -> None:
+    def annex_end(self, f: Fault, rec: dict[str, Any]) -> None:
         assert self.annex is not None
         if f.target == "full":
             self.annex.empty()
         else:
             self.annex.read_only(False)
-        print(f"hs-chaos: {time.monotonic() - self.t0:7.1f} s  annex writable again", file=self.log, flush=True)
+        rec["ended"] = round(time.monotonic() - self.t0, 1)
+        print(f"hs-chaos: {rec['ended']:7.1f} s  annex writable again", file=self.log, flush=True)
 
     def step(self, due: list[Fault]) -> None:
         """Do what is due now (faults are popped from the front of ``due``)."""
         now = time.monotonic() - self.t0
-        for end, f in list(self.ending):
-            if time.monotonic() >= end:
-                self.ending.remove((end, f))
-                self.annex_end(f)
+        for item in list(self.ending):
+            if time.monotonic() >= item[0]:
+                self.ending.remove(item)
+                self.annex_end(item[1], item[2])
         while due and due[0].at <= now:
             f = due.pop(0)
             if f.kind == "kill":
@@ -352,8 +354,8 @@ class Chaos:
                 self.annex_start(f)
 
     def finish(self) -> None:
-        for _, f in self.ending:
-            self.annex_end(f)
+        for _, f, rec in self.ending:
+            self.annex_end(f, rec)
         self.ending.clear()
 
 
