@@ -403,6 +403,9 @@ class Computer:
         except ValueError:
             return {}
 
+    def c_tstand(self) -> str | None:
+        return self.cfg.tstand or None
+
     def c_overrides_version(self) -> int:
         return int(self.inputs.overrides_version)
 
@@ -459,6 +462,8 @@ def _render(
             except CardError as exc:
                 errors.append(f"{t.key}: {exc}")
                 v, why = None, str(exc)
+            if v is None and t.optional:
+                continue
             if v is None and why is None:
                 why = "cannot be computed from the inputs"
             cards += _card(t.key, v, t.comment, why, errors)
@@ -475,6 +480,8 @@ def _render(
                 value = compute(t.fallback)
                 if value is not None and fallbacks is not None:
                     fallbacks[t.key] = f"computed ({t.fallback}): {reason}"
+            if value is None and t.optional:
+                continue
             cards += _card(t.key, value, t.comment, reason, errors)
     return cards
 
@@ -667,6 +674,7 @@ def compose_header(
         "card_errors": errors,
         "computed_fallbacks": fallbacks,
         "overrides": {"version": inputs.overrides_version, "cards": overrides},
+        "template_cards": template_sources(templates, cfg, overrides, inputs.overrides_version),
         "pointing_check": comp.pointing_check(),
         "keywords": {k: r.provenance() for k, r in resolved.items()},
     }
@@ -674,6 +682,27 @@ def compose_header(
     return ComposedHeader(
         inputs.image_name, cfg.instrument, dayobs, version, complete, reasons, encoded, names, provenance, context
     )
+
+
+def template_sources(
+    templates: Templates, cfg: InstanceConfig, overrides: dict[str, dict[str, Any]], overrides_version: int
+) -> dict[str, dict[str, str]]:
+    """Where each card that is not from the keyword map comes from, per HDU kind: the template's
+    static value, an operator card (which replaces a static value), or a computed value (the
+    keyword map's cards are under ``keywords``)."""
+    config = {"tstand": f"instance tstand = {cfg.tstand!r}" if cfg.tstand else "instance tstand not set: left out"}
+    out: dict[str, dict[str, str]] = {}
+    for kind, template in (("primary", templates.primary), ("sensor", templates.sensor), ("segment", templates.segment)):
+        src: dict[str, str] = {}
+        for t in template:
+            if kind == "primary" and t.kind == "static" and t.key in overrides:
+                src[t.key] = f"operator card (overrides version {overrides_version})"
+            elif t.kind == "static":
+                src[t.key] = "static (template)"
+            elif t.kind == "computed":
+                src[t.key] = f"computed {t.computed}" + (f" ({config[t.computed]})" if t.computed in config else "")
+        out[kind] = src
+    return out
 
 
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "CHECKSUM", "DATASUM"}

@@ -9,26 +9,26 @@ that apply DTM/DTV to DATASEC and tile DETSIZE, avoids the hand-written
 per-segment tables that drift apart.  The focal-plane layout gives each
 sensor a nominal position for a default WCS.
 
-Segment layout on a sensor (obs_lsst convention)
-------------------------------------------------
-The 16 segments sit in two rows of 8 in the assembled detector frame
+Segment layout on a sensor (the camera's raw files)
+---------------------------------------------------
+The 16 segments sit in two rows of 8 in the detector (DETSEC) frame
 (x along the serial registers, 1-based pixels, DETSIZE = 8 cols x 2 rows of
-segment pixels):
+segment pixels), as in every raw the camera has written since 2019
+(LATISS, ComCam, LSSTCam, UCD test stand; both vendors):
 
-* ``1j`` (j = 0..7): upper row, x block j (x = cols*j+1 .. cols*(j+1)),
-  read out flipped in both x and y for both vendors, e.g. ITL Segment10
-  DETSEC = '[509:1,4000:2001]'.
-* ``0j``: lower row, x block j; ITL flipped in x only
-  (Segment00 = '[509:1,1:2000]'), e2v not flipped
-  (Segment00 = '[1:512,1:2002]').
+* ``1j`` (j = 0..7): lower row, x block j (x = cols*j+1 .. cols*(j+1)),
+  read out flipped in x for both vendors, e.g. ITL Segment10
+  DETSEC = '[509:1,1:2000]', DTV1 = 513, DTV2 = 0, DTM1_1 = -1, DTM2_2 = 1.
+* ``0j``: upper row, x block j, flipped in y; ITL also flipped in x
+  (Segment00 = '[509:1,4000:2001]'), e2v not (Segment00 = '[1:512,4004:2003]').
 
-This is the layout of obs_lsst's current simulation camera for LSSTCam
-(``policy/imsim2/cameraHeader.yaml``: C1j ixy=[j,1], flipXY [T,T]; C0j
-ixy=[j,0], ITL [T,F], e2v [F,F]) and of the raws imSim writes.  Older camera
-test-stand files and older obs_lsst camera descriptions used the y-mirrored
-layout (1j in the lower row); if the camera's own DETSEC turns out to follow
-that one, only :func:`_segment_placement` needs to change, and the tests
-(which check internal consistency, not the choice) keep passing.
+obs_lsst's camera description (``policy/cameraHeader.yaml``, CCD_ITL and
+CCD_E2V: C1j ixy=[j,1] flipXY [T,T]; C0j ixy=[j,0], ITL [T,F], e2v [F,F])
+is this layout mirrored top to bottom: DM assembles its detector image in a
+frame whose y runs the other way (y_DM = rows of DETSIZE + 1 - y), and
+ignores DETSEC (DM-36115).  Header values follow the raws; see
+tests/test_segment_layout.py for both checks.  Test-stand files of 2018 and
+earlier used the y-mirrored DETSECs (``1j`` in the upper row).
 
 DTM/DTV follow IRAF/NOAO mosaic usage: detector = DTM . image + DTV, i.e.
 ``x_det = DTM1_1*x + DTM1_2*y + DTV1``, ``y_det = DTM2_1*x + DTM2_2*y + DTV2``
@@ -38,13 +38,13 @@ Wavefront sensors
 -----------------
 Each LSSTCam corner raft holds two wavefront half sensors (SW0, SW1) read
 through 8 segments.  We name them ``10``..``17`` (as obs_lsst's current
-LSSTCam description does), in that HDU order, and give them the DETSECs of
-the upper row of a full ITL sensor inside DETSIZE '[1:4072,1:4000]' — the
-DETSIZE an LSSTCam SW0 raw carries in its primary header.  So the active
-half of a wavefront sensor is y = 2001..4000 of its detector frame.
-(obs_lsst instead assembles them in a 4072 x 2000 frame; the segment-level
-numbers used by the camera for these sensors should be confirmed against a
-real SW raw file.)
+LSSTCam description does), in that HDU order, and give them the DETSECs
+their names have on a full ITL sensor, inside DETSIZE '[1:4072,1:4000]'
+(the DETSIZE an LSSTCam SW0 raw carries in its primary header).  So the
+active half of a wavefront sensor is y = 1..2000 of its detector frame.
+(obs_lsst assembles them in a 4072 x 2000 frame; the segment-level numbers
+the camera writes for these sensors are not public and should be confirmed
+against a real SW raw file.)
 
 Focal-plane positions (approximation)
 -------------------------------------
@@ -60,7 +60,8 @@ and the wavefront halves share slot "00": SW0 the lower half
 90 (R40) and 0 (R44) deg, which puts the wavefront sensors on the inner
 corner of each corner raft.  The measured per-raft offsets (up to ~5 mm,
 ~100 arcsec) are not included: this is good enough for a starting WCS, not
-for astrometry.
+for astrometry.  Positions and yaws describe DM's pixel frame; header/wcs.py
+mirrors them into the DETSEC frame above.
 """
 
 from __future__ import annotations
@@ -186,11 +187,11 @@ def segment_names(n_segments: int = 16) -> list[str]:
     -------
     list of str
     """
-    upper = [f"1{j}" for j in range(8)]
+    row1 = [f"1{j}" for j in range(8)]
     if n_segments == 16:
-        return upper + [f"0{j}" for j in range(7, -1, -1)]
+        return row1 + [f"0{j}" for j in range(7, -1, -1)]
     if n_segments == 8:
-        return upper
+        return row1
     raise ValueError(f"n_segments must be 16 or 8, not {n_segments!r}")
 
 
@@ -213,11 +214,11 @@ def _segment_placement(vendor: Vendor, row: int, j: int) -> tuple[int, int, int,
     """
     cols, rows = vendor.seg_cols, vendor.seg_rows
     x_lo, x_hi = cols * j + 1, cols * (j + 1)
-    if row == 1:  # upper row, flipped in x and y for both vendors
-        return x_hi, x_lo, 2 * rows, rows + 1
-    if vendor.name == "ITL":  # lower row, ITL: flipped in x only
+    if row == 1:  # lower row, flipped in x for both vendors
         return x_hi, x_lo, 1, rows
-    return x_lo, x_hi, 1, rows  # lower row, e2v: not flipped
+    if vendor.name == "ITL":  # upper row, ITL: flipped in x and y
+        return x_hi, x_lo, 2 * rows, rows + 1
+    return x_lo, x_hi, 2 * rows, rows + 1  # upper row, e2v: flipped in y only
 
 
 def segment_cards(
@@ -321,7 +322,8 @@ def active_area(vendor: str | Vendor, n_segments: int = 16) -> tuple[int, int, i
     vendor : str or Vendor
         'ITL' or 'E2V'.
     n_segments : int
-        16, or 8 for a wavefront half sensor (upper half only).
+        16, or 8 for a wavefront half sensor (lower half only: its
+        segments 10..17 are the lower row of a full sensor).
 
     Returns
     -------
@@ -330,7 +332,7 @@ def active_area(vendor: str | Vendor, n_segments: int = 16) -> tuple[int, int, i
     """
     v = get_vendor(vendor)
     if n_segments == 8:
-        return 1, v.det_cols, v.seg_rows + 1, v.det_rows
+        return 1, v.det_cols, 1, v.seg_rows
     segment_names(n_segments)  # validates
     return 1, v.det_cols, 1, v.det_rows
 

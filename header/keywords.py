@@ -212,23 +212,43 @@ def _reduce_monitor(src: KeywordSource, res: Resolved, datas: list[dict[str, Any
     return res
 
 
+def ccd_of(location: str) -> str | None:
+    """The CCD a wavefront half belongs to (``R00_SW0`` and ``R00_SW1`` are the two halves of the
+    CCD ``R00_SW``): the name under which per-CCD telemetry such as focal_plane_Ccd lists it."""
+    raft, _, slot = location.rpartition("_")
+    return f"{raft}_SW" if raft and slot in ("SW0", "SW1") else None
+
+
 def _reduce_per_sensor(src: KeywordSource, res: Resolved, raw: Any, data: dict[str, Any], sensors: list[str]) -> Resolved:
     order = split_list(data.get("ccdLocation") or data.get("location") or "") or sensors
     values = split_list(raw) if src.kind == "ccd_array_str" or isinstance(raw, str) else list(raw if isinstance(raw, list) else [raw])
     per: dict[str, Any] = {}
-    for i, loc in enumerate(order):
-        if loc not in sensors:
-            continue
-        if i >= len(values):
-            res.warnings.append(f"{loc}: {src.field} has no element {i} (array of {len(values)})")
-            continue
-        value, why = clean_scalar(_scaled(src, values[i]))
-        if why:
-            res.warnings.append(f"{loc}: {why}")
-            continue
-        per[loc] = value
+    wanted = set(sensors)
+    halves: dict[str, list[str]] = {}  # CCD -> its wavefront halves the array does not list by name
+    listed = set(order)
+    for loc in sensors:
+        ccd = ccd_of(loc)
+        if ccd and loc not in listed:
+            halves.setdefault(ccd, []).append(loc)
+    for i, ccd_or_loc in enumerate(order):
+        for loc in halves.get(ccd_or_loc, [ccd_or_loc]):
+            _reduce_one(src, res, per, values, i, loc, wanted)
     if not per:
         res.reason = f"{src.field} has no value for any reported sensor"
         return res
     res.per_sensor = per
     return res
+
+
+def _reduce_one(src: KeywordSource, res: Resolved, per: dict[str, Any], values: list[Any], i: int, loc: str, wanted: set[str]) -> None:
+    """Element ``i`` of a per-sensor array as sensor ``loc``'s value (or a warning why not)."""
+    if loc not in wanted:
+        return
+    if i >= len(values):
+        res.warnings.append(f"{loc}: {src.field} has no element {i} (array of {len(values)})")
+        return
+    value, why = clean_scalar(_scaled(src, values[i]))
+    if why:
+        res.warnings.append(f"{loc}: {why}")
+        return
+    per[loc] = value

@@ -21,8 +21,12 @@ Conventions
   up, east left" orientation); for LATISS the x axis is mirrored (+x at
   ROTPA + 90 deg), following obs_lsst (``wcsFlipX`` is set for LATISS raws
   only).  This is afw's ``makeCdMatrix(scale, orientation=ROTPA, flipX)``.
-* A detector's pixel axes are rotated by :func:`header.geometry.sensor_yaw_deg`
-  from the focal-plane axes (0 for science sensors).
+* The focal-plane layout (sensor positions, :func:`header.geometry.sensor_yaw_deg`,
+  0 for science sensors) is obs_lsst's, i.e. of DM's assembled pixel frame.
+  The camera's DETSEC frame is that frame mirrored top to bottom
+  (``y = y1 + y2 - y_DM`` over the active rows, see :mod:`header.geometry`),
+  so at yaw 0 detector +y points along focal-plane -y: CRPIX2 is mirrored
+  and the CD matrix's second column changes sign.
 * The TAN projection maps the plate scale linearly onto the tangent plane;
   across LSSTCam (r <= ~2 deg) that differs from a linear angle-to-mm
   relation by at most ~3 arcsec, far below the neglected distortion.
@@ -106,23 +110,24 @@ def default_wcs(
     yaw = math.radians(sensor_yaw_deg(raft, sensor, camera))
     px0, py0 = center_pixel(vendor, 8 if is_wavefront(sensor) else 16)
 
-    # Pixel offsets -> focal-plane offsets: rotate by the sensor yaw.
+    # DM pixel offsets -> focal-plane offsets: rotate by the sensor yaw.
     cy_, sy_ = math.cos(yaw), math.sin(yaw)
-    # Boresight (focal plane origin) in pixels: p0 + R(-yaw) (-c / pixel size).
+    # Boresight (focal plane origin) in DM pixels: p0 + R(-yaw) (-c / pixel size);
+    # then into the DETSEC frame, mirrored in y about the active area's centre py0.
     bx, by = -cx_mm / PIXEL_SIZE_MM, -cy_mm / PIXEL_SIZE_MM
     crpix1 = px0 + cy_ * bx + sy_ * by
-    crpix2 = py0 - sy_ * bx + cy_ * by
+    crpix2 = py0 - (-sy_ * bx + cy_ * by)
 
     # Focal-plane axes -> (east, north) intermediate world coordinates.
     th = math.radians(float(rotpa_deg))
     s = parity(camera)
     m11, m12 = -s * math.cos(th), math.sin(th)
     m21, m22 = s * math.sin(th), math.cos(th)
-    # CD = scale * M . R(yaw)
+    # CD = scale * M . R(yaw) . diag(1, -1)  (the last factor: DETSEC y runs against DM's)
     cd11 = scale_deg * (m11 * cy_ + m12 * sy_)
-    cd12 = scale_deg * (-m11 * sy_ + m12 * cy_)
+    cd12 = -scale_deg * (-m11 * sy_ + m12 * cy_)
     cd21 = scale_deg * (m21 * cy_ + m22 * sy_)
-    cd22 = scale_deg * (-m21 * sy_ + m22 * cy_)
+    cd22 = -scale_deg * (-m21 * sy_ + m22 * cy_)
 
     return {
         "WCSAXES": 2,

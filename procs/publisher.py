@@ -1,9 +1,11 @@
 """hs-publisher: the only writer of the LFO annex; serves it over HTTP and announces each file.
 
-PULLs finished headers from the composer, writes ``<annex>/<instrument>/<DAYOBS>/<imageName>.fits``
-atomically (temporary file, rename), records it in the annex index, announces it on DDS with
-largeFileObjectAvailable (url, generator, version, byteSize, checkSum = MD5, mimeType, id), then
-makes it durable (fsync of file and folder), writes its provenance side-car
+PULLs finished headers from the composer, stores each in the instance's annex backend
+(:mod:`procs.annex`: a folder, ``<annex>/<instrument>/<DAYOBS>/<imageName>.fits`` written atomically,
+or the S3 Large File Annex, uploaded whole and verified) in the formats of ``lfo_format`` (FITS,
+YAML or both), records it in the annex index, announces each file on DDS with
+largeFileObjectAvailable (url, generator, version, byteSize, checkSum = MD5, mimeType FITS or YAML,
+id), then makes it durable (fsync of file and folder), writes its provenance side-car
 (``<imageName>.prov.json``) and acknowledges it to the composer. A process that dies at any point
 leaves a whole file or none; a machine that crashes between announcement and fsync is covered by
 the composer, which keeps every unacknowledged header and sends it again. Each imageName and
@@ -12,7 +14,6 @@ version is written and announced once.
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import json
@@ -29,19 +30,19 @@ from typing import Any
 import zmq
 
 from header.fitsfile import encode_file_from_cards
+from header.yamlheader import payload_yaml
+from procs.annex import MIME_TYPE, AnnexConflict, conflict_location, index_path, open_annex
+from procs.annex_local import LocalAnnex
 from procs.common import Counters, GcPacer, Stop, base_parser, setup
-from procs.journal import AppendLog, sync_file, write_atomic
+from procs.journal import AppendLog, write_atomic
 from protocols import sal
 from protocols.config import InstanceConfig
-from protocols.csc_state import ErrorCode, warning_frames
+from protocols.csc_state import ErrorCode, fault_frames, warning_frames
 from protocols.envelope import EnvelopeError, Sender, decode, sender_id, tai_now
-from protocols.names import BadName, check_dayobs, check_image_name, image_name_problem, inside
+from protocols.names import BadName, check_image_name, image_name_problem
 
 log = logging.getLogger("publisher")
-MIME = "application/fits"
 RETRY_S = 5.0  # s between two attempts at the headers kept while the annex is unwritable
-#: Write errors that no retry can cure: the header is set aside with the reason instead.
-PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ})
 HTTP_TIMEOUT_S = 10.0  # s an HTTP connection may stay silent (idle keep-alive, half-open, slowloris)
 HTTP_BACKLOG = 256  # pending connections the HTTP listener queues (the stdlib default is 5)
 
@@ -65,10 +66,23 @@ def header_file(payload: dict[str, Any]) -> tuple[bytes, str]:
     return data, hashlib.md5(data).hexdigest()
 
 
+def header_files(payload: dict[str, Any], formats: tuple[str, ...]) -> list[tuple[str, bytes, str]]:
+    """(format, bytes, MD5) of each file of one header payload, in the order of ``formats``."""
+    fits, md5 = header_file(payload)
+    out = []
+    for fmt in formats:
+        if fmt == "fits":
+            out.append((fmt, fits, md5))
+        else:
+            data = payload_yaml(payload["hdus"])
+            out.append((fmt, data, hashlib.md5(data).hexdigest()))
+    return out
+
+
 def annex_relpath(instrument: str, dayobs: object, image: object) -> str:
     """``<instrument>/<DAYOBS>/<imageName>.fits``, every component checked (:class:`SetAside` if bad)."""
     try:
-        return f"{instrument}/{check_dayobs(dayobs)}/{check_image_name(image)}.fits"
+        return LocalAnnex(Path("."), instrument).location(dayobs, image, 1, "fits")
     except BadName as exc:
         raise SetAside(str(exc)) from None
 
@@ -116,15 +130,15 @@ class Announcer:
         self.writer = DataWriter(self.dp, Topic(self.dp, st.dds_name, sal.idl_class(cfg.csc, "largeFileObjectAvailable"), qos=qos), qos=qos)
         self.seq = 0
         self.sample = sal.make_sample(
-            cfg.csc, "largeFileObjectAvailable", 0, generator=cfg.csc, mimeType=MIME, private_identity=cfg.csc
+            cfg.csc, "largeFileObjectAvailable", 0, generator=cfg.csc, mimeType=MIME_TYPE["fits"], private_identity=cfg.csc
         )
 
-    def announce(self, url: str, version: int, size: int, md5: str, image: str) -> None:
+    def announce(self, url: str, version: int, size: int, md5: str, image: str, mime: str = MIME_TYPE["fits"]) -> None:
         """One largeFileObjectAvailable; the sample is built once and refilled (it is on the
         announcement's critical path)."""
         self.seq += 1
         s = self.sample
-        s.url, s.version, s.byteSize, s.checkSum, s.id = url, float(version), size, md5, image
+        s.url, s.version, s.byteSize, s.checkSum, s.id, s.mimeType = url, float(version), size, md5, image, mime
         s.private_sndStamp, s.private_seqNum = tai_now(), self.seq
         self.writer.write(s)
 
@@ -194,8 +208,8 @@ def serve_annex(root: Path, port: int, index: "AnnexIndex | None" = None, timeou
 class Publisher:
     def __init__(self, cfg: InstanceConfig):
         self.cfg = cfg
-        self.root = Path(cfg.annex)
-        self.index = AnnexIndex(self.root / cfg.instrument / "index.jsonl")
+        self.root = Path(cfg.annex_folder)  # the annex folder, or the S3 annex's local index and set-asides
+        self.index = AnnexIndex(index_path(cfg))
         self.aside_dir = self.root / cfg.instrument / "rejected"
         self.counts = Counters()
         ctx = zmq.Context.instance()
@@ -206,17 +220,99 @@ class Publisher:
         self.sender = Sender(sender_id("publisher", cfg.instrument))
         self.http = serve_annex(self.root, cfg.endpoints.http_port, self.index)
         self.base_url = f"http://127.0.0.1:{cfg.endpoints.http_port}"
+        self.annex = open_annex(cfg, self.base_url)
         self.announcer = Announcer(cfg)
         self.pending: list[dict[str, Any]] = []  # headers whose write failed: retried, never dropped
         self.unwritable: str | None = None  # why the annex cannot be written, while it lasts
+        self.setup_error: str | None = None  # why the annex cannot be used as configured (S3 credentials...)
+        self.spool_dir = Path(cfg.state_dir) / cfg.instrument / "publisher-spool"
+        self.spooled: set[str] = set()  # spool files of the kept headers
+        self.load_spool()
+        self.check_annex()
 
-    def relpath(self, dayobs: object, image: object) -> str:
-        return annex_relpath(self.cfg.instrument, dayobs, image)
+    # -- headers kept while the annex cannot take them -----------------------------------------
+    def load_spool(self) -> None:
+        """Headers kept by an earlier run of this process: retried at once (from the first cycle)."""
+        for path in sorted(self.spool_dir.glob("*.json"), key=lambda p: p.stat().st_mtime):
+            try:
+                payload = json.loads(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                log.error("spooled header %s unreadable (%s): left in place", path, exc)
+                continue
+            if isinstance(payload, dict):
+                self.pending.append(payload)
+                self.spooled.add(path.name)
+        if self.pending:
+            log.warning("%d header(s) kept by the previous run: retried now", len(self.pending))
+            self.unwritable = f"annex {self.annex_name()}: headers kept by the previous run"
+
+    def keep(self, payload: dict[str, Any]) -> None:
+        """Keep a header for the next retry cycle, in memory and in the spool (state folder), so that
+        neither a restart of this process nor a long outage depends on the composer's resending."""
+        self.pending.append(payload)
+        name = aside_name(payload.get("imageName"), payload.get("version"))
+        if name in self.spooled:
+            return
+        try:
+            write_atomic(self.spool_dir / name, json.dumps(payload).encode())
+            self.spooled.add(name)
+        except OSError as exc:
+            log.error("%s kept in memory only (spool %s: %s); the composer keeps it too", payload.get("imageName"), self.spool_dir, exc)
+
+    def unspool(self, payload: dict[str, Any]) -> None:
+        name = aside_name(payload.get("imageName"), payload.get("version"))
+        if name in self.spooled:
+            try:
+                (self.spool_dir / name).unlink(missing_ok=True)
+                self.spooled.discard(name)
+            except OSError as exc:
+                log.warning("spooled %s not removed (%s): it will be acknowledged again, not announced twice", name, exc)
+
+    def check_annex(self) -> None:
+        """An S3 annex: credentials and bucket usable (a missing bucket is created). While they are not,
+        the CSC is put in FAULT (resent every retry cycle): headers are kept, not written."""
+        check = getattr(self.annex, "check", None)
+        if check is None:
+            return
+        from procs.annex_s3 import S3SetupError
+
+        try:
+            check()
+        except S3SetupError as exc:
+            if self.setup_error != str(exc):
+                log.error("annex unusable: %s", exc)
+            self.setup_error = str(exc)
+            self.pub.send_multipart(fault_frames(self.sender, self.cfg.instrument, ErrorCode.ANNEX_UNWRITABLE, f"annex unusable: {exc}"))
+            return
+        except OSError as exc:
+            log.warning("annex not reachable yet: %s", exc)
+        if self.setup_error:
+            log.info("annex usable again: %s", self.annex_name())
+        self.setup_error = None
+
+    def annex_name(self) -> str:
+        return f"s3://{self.cfg.annex_bucket}" if self.cfg.annex_bucket else str(self.root)
+
+    def store(self, loc: str, data: bytes, md5: str, fmt: str, image: str) -> str:
+        """Put one file; other bytes already at its place are never replaced: the file goes to a
+        place of its own (its MD5 in the name), and operators are told."""
+        try:
+            self.annex.put(loc, data, md5, fmt)
+            return loc
+        except AnnexConflict as exc:
+            alt = conflict_location(loc, md5)
+            self.counts["conflicts"] += 1
+            log.warning("%s: %s; stored as %s instead", image, exc, alt)
+            self.pub.send_multipart(
+                warning_frames(self.sender, self.cfg.instrument, ErrorCode.HEADER_SET_ASIDE, f"{image}: {exc}: stored as {alt}")
+            )
+            self.annex.put(alt, data, md5, fmt)
+            return alt
 
     def publish(self, payload: dict[str, Any]) -> None:
-        """Write, index and announce one header version, exactly once per imageName and version.
+        """Store, index and announce one header version, exactly once per imageName and version.
 
-        The index records the file before the announcement and again once announced, so a
+        The index records the files before the announcements and again once announced, so a
         publisher killed in between announces on restart what it had not, and nothing twice.
         Raises :class:`SetAside` for a header that can never be written, OSError for one that
         cannot be written now.
@@ -224,8 +320,12 @@ class Publisher:
         image = payload["imageName"]
         version = int(payload["version"])
         t0 = time.perf_counter()
-        data, md5 = header_file(payload)
-        rel = self.relpath(payload.get("dayobs"), image)
+        files = header_files(payload, self.cfg.lfo_formats)
+        try:
+            check_image_name(image)
+            locs = [self.annex.location(payload.get("dayobs"), image, version, fmt) for fmt, _, _ in files]
+        except BadName as exc:
+            raise SetAside(str(exc)) from None
         prev = self.index.entries.get(image)
         if prev and int(prev["version"]) > version or (prev and int(prev["version"]) == version and prev.get("announced")):
             self.counts["duplicates"] += 1
@@ -233,40 +333,48 @@ class Publisher:
             self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", prev))
             return
         try:
-            path = inside(self.root, rel)
-            write_atomic(path, data, sync=False)  # complete for every reader now; on disk below
+            locs = [self.store(loc, data, md5, fmt, image) for loc, (fmt, data, md5) in zip(locs, files)]
         except BadName as exc:
             raise SetAside(str(exc)) from None
-        except OSError as exc:
-            if exc.errno in PERMANENT_ERRNOS:
-                raise SetAside(f"cannot ever be written to {rel[:200]}: {exc.strerror}") from None
-            raise
-        url = f"{self.base_url}/{rel}"
+        stored = {
+            fmt: {"path": loc, "url": self.annex.url(loc), "md5": md5, "byteSize": len(data), "mimeType": MIME_TYPE[fmt]}
+            for loc, (fmt, data, md5) in zip(locs, files)
+        }
+        main = stored[files[0][0]]
         entry = {
             "imageName": image,
             "version": version,
-            "path": rel,
-            "url": url,
-            "md5": md5,
-            "byteSize": len(data),
+            "path": main["path"],
+            "url": main["url"],
+            "md5": main["md5"],
+            "byteSize": main["byteSize"],
             "complete": bool(payload.get("complete", True)),
             "announced": None,
+            "annex": self.annex.kind,
+            "files": stored,
         }
         self.index.add(entry, sync=False)
         t1 = time.perf_counter()
-        self.announcer.announce(url, version, len(data), md5, image)
+        for f in stored.values():
+            self.announcer.announce(f["url"], version, f["byteSize"], f["md5"], image, f["mimeType"])
         t2 = time.perf_counter()
         # Durable before the acknowledgement: until then the composer keeps the header and sends it
         # again after a crash of this machine, and the publisher writes and announces it again.
-        sync_file(path)
-        write_atomic(path.with_suffix(".prov.json"), json.dumps(payload.get("provenance", {}), indent=1).encode())
+        for loc in locs:
+            self.annex.commit(loc)
+        try:
+            self.annex.put_side(locs[0], json.dumps(payload.get("provenance", {}), indent=1).encode())
+        except OSError as exc:
+            self.counts["side_car_errors"] += 1
+            log.error("%s v%d: provenance side-car not stored: %s", image, version, exc)
         entry = dict(entry, announced=tai_now())
         self.index.add(entry)
         self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", entry))
         self.counts["announced"] += 1
         log.info(
-            "%s v%d written (%d bytes, md5 %s) and announced at %s; %.1f ms to write, %.1f ms to announce",
-            image, version, len(data), md5, url, (t1 - t0) * 1000, (t2 - t1) * 1000,
+            "%s v%d written (%s) and announced at %s; %.1f ms to write, %.1f ms to announce",
+            image, version, ", ".join(f"{f['byteSize']} bytes md5 {f['md5']}" for f in stored.values()),
+            " and ".join(f["url"] for f in stored.values()), (t1 - t0) * 1000, (t2 - t1) * 1000,
         )  # fmt: skip
 
     def set_aside(self, payload: dict[str, Any], reason: str) -> None:
@@ -292,6 +400,11 @@ class Publisher:
 
     def attempt(self, payload: dict[str, Any], retry: bool = False) -> bool:
         """Publish one header, or set it aside; False (and kept for a retry) if the annex cannot be written now."""
+        if self.unwritable and self.annex.kind != "local" and not retry:
+            # a remote annex that is down or slow costs a timeout per try: wait for the next cycle
+            self.keep(payload)
+            log.warning("%s kept for the next retry (annex unavailable)", payload.get("imageName"))
+            return False
         try:
             try:
                 self.publish(payload)
@@ -299,27 +412,28 @@ class Publisher:
                 self.set_aside(payload, str(exc))
         except OSError as exc:
             self.counts["write_errors"] += 1
-            self.pending.append(payload)
+            self.keep(payload)
             if retry:
                 log.error("still cannot write %s: %s", payload.get("imageName"), exc)
             else:
                 log.error("cannot write %s (kept, retried every %.0f s): %s", payload.get("imageName"), RETRY_S, exc)
             self.report_unwritable(exc)
             return False
+        self.unspool(payload)
         return True
 
     def report_unwritable(self, exc: OSError) -> None:
         """The operators learn through the CSC that headers are being kept (repeated every cycle)."""
         why = exc.strerror or str(exc)
-        self.unwritable = f"annex {self.root} unwritable ({why}): headers are kept and retried every {RETRY_S:.0f} s"
+        self.unwritable = f"annex {self.annex_name()} unwritable ({why}): headers are kept and retried every {RETRY_S:.0f} s"
         self.pub.send_multipart(warning_frames(self.sender, self.cfg.instrument, ErrorCode.ANNEX_UNWRITABLE, self.unwritable))
 
     def report_writable(self) -> None:
         if self.unwritable and not self.pending:
-            log.info("annex %s writable again: every kept header is written and announced", self.root)
+            log.info("annex %s writable again: every kept header is written and announced", self.annex_name())
             self.pub.send_multipart(
                 warning_frames(self.sender, self.cfg.instrument, ErrorCode.ANNEX_UNWRITABLE,
-                               f"annex {self.root} writable again: kept headers written and announced", active=False)
+                               f"annex {self.annex_name()} writable again: kept headers written and announced", active=False)
             )  # fmt: skip
             self.unwritable = None
 
@@ -330,6 +444,8 @@ class Publisher:
         while not stop.requested:
             if time.monotonic() - last_retry > RETRY_S:
                 last_retry = time.monotonic()
+                if self.setup_error:
+                    self.check_annex()
                 if self.pending:
                     self.retry_pending()
             if time.monotonic() - last_status > 1.0:
@@ -362,8 +478,10 @@ class Publisher:
     def retry_pending(self) -> None:
         """Each kept header once per cycle, in the order they came."""
         retry, self.pending = self.pending, []
-        for payload in retry:
-            self.attempt(payload, retry=True)
+        for i, payload in enumerate(retry):
+            if not self.attempt(payload, retry=True) and self.annex.kind != "local":
+                self.pending.extend(retry[i + 1 :])  # a remote annex still down: the rest waits too
+                return
         self.report_writable()
 
 

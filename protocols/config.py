@@ -10,6 +10,7 @@ Environment variables override what differs per deployment: ``HS_DDS_DOMAIN``, `
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,6 +107,7 @@ class CardTemplate(Strict):
     computed: str | None = None
     fallback: str | None = None  # computed value used when the keyword map gives none
     source: Literal["static", "computed", "map"] | None = None
+    optional: bool = False  # left out of the HDU, not written undefined, when it has no value
 
     @model_validator(mode="after")
     def _kind(self) -> "CardTemplate":
@@ -140,6 +142,9 @@ class Endpoints(Strict):
     http_port: int
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
 class InstanceConfig(Strict):
     """Settings of one Header Service instance (one camera)."""
 
@@ -151,7 +156,10 @@ class InstanceConfig(Strict):
     dds_domain: int = Field(default=0, ge=0, le=232)
     port_base: int = Field(ge=1024, le=65000)
     segments_in_file: bool = True
-    annex: Path = PROJECT_ROOT / "annex"
+    # A folder, or the S3 Large File Annex: ``s3://<bucket>``, or ``s3`` for ``rubinobs-lfa-<site>``.
+    annex: str = str(PROJECT_ROOT / "annex")
+    site: str = Field(default="tuc", pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")  # cp, tuc, ls...: the LFA bucket's
+    lfo_format: Literal["fits", "yaml", "both"] = "fits"  # header file(s) written and announced
     state_dir: Path = PROJECT_ROOT / "run" / "state"
     end_deadline: float = Field(default=30.0, gt=0)
     cache_max_age: float = Field(default=7200.0, gt=0)
@@ -162,6 +170,7 @@ class InstanceConfig(Strict):
     telemetry_max_age: float = Field(default=10.0, gt=0)
     collect_wait: float = Field(default=0.5, ge=0)
     sensors_nominal: list[str]
+    tstand: str | None = Field(default=None, pattern=r"^[ -~]{1,68}$")  # TSTAND; none at the summit: card left out
     keywords: str = "keywords.yaml"
     templates: dict[Literal["primary", "sensor", "segment"], str]
 
@@ -174,6 +183,36 @@ class InstanceConfig(Strict):
         return v
 
     _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("annex", mode="before")
+    @classmethod
+    def _annex(cls, v: Any) -> str:
+        text = str(v)
+        if text == "s3" or text.startswith("s3://"):
+            bucket = text[len("s3://") :] if text.startswith("s3://") else ""
+            if bucket and not _BUCKET.fullmatch(bucket):
+                raise ValueError(f"{text!r}: not an S3 bucket name (3-63 of a-z 0-9 . -)")
+        elif "://" in text:
+            raise ValueError(f"{text!r}: an annex is a folder or s3://<bucket>")
+        return text
+
+    @property
+    def annex_bucket(self) -> str | None:
+        """The S3 bucket of the annex (``rubinobs-lfa-<site>`` unless named), or None for a folder."""
+        if self.annex == "s3" or self.annex == "s3://":
+            return f"rubinobs-lfa-{self.site}".lower()
+        return self.annex[len("s3://") :] if self.annex.startswith("s3://") else None
+
+    @property
+    def annex_folder(self) -> Path:
+        """The annex folder (a local annex), else the folder of the S3 annex's local index."""
+        if self.annex_bucket is None:
+            return Path(self.annex)
+        return Path(self.state_dir) / self.instrument / "annex"
+
+    @property
+    def lfo_formats(self) -> tuple[str, ...]:
+        return ("fits", "yaml") if self.lfo_format == "both" else (self.lfo_format,)
 
     @property
     def folder(self) -> Path:
@@ -284,6 +323,10 @@ def load_instance(path_or_instrument: str | Path) -> InstanceConfig:
         data["end_deadline"] = env_number("HS_END_DEADLINE", "end_deadline", float)
     if "HS_STATE_DIR" in env:
         data["state_dir"] = env["HS_STATE_DIR"]
+    if "HS_LFO_FORMAT" in env:
+        data["lfo_format"] = env["HS_LFO_FORMAT"]
+    if "HS_TSTAND" in env:
+        data["tstand"] = env["HS_TSTAND"] or None
     cfg = _validate(InstanceConfig, data, p)
     cfg._source = p.absolute()
     return cfg

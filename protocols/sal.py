@@ -46,6 +46,7 @@ class SalField:
     type: str
     count: int = 1
     units: str | None = None
+    description: str | None = None
 
     @property
     def is_array(self) -> bool:
@@ -64,6 +65,7 @@ class SalTopic:
     name: str
     kind: str
     fields: tuple[SalField, ...] = field(default_factory=tuple)
+    description: str = ""
 
     @property
     def dds_name(self) -> str:
@@ -98,13 +100,16 @@ class UnknownTopicError(KeyError):
 
 
 ACKCMD_FIELDS = (
-    SalField("ack", "long"),
-    SalField("error", "long"),
-    SalField("result", "string"),
-    SalField("identity", "string"),
-    SalField("origin", "long"),
-    SalField("cmdtype", "long"),
-    SalField("timeout", "double"),
+    SalField("ack", "long", description="Acknowledgement code"),
+    SalField("error", "long", description="An error code; only relevant if ack=FAILED"),
+    SalField("result", "string", description="Message"),
+    SalField("identity", "string", description="private_identity field of the command being acknowledged"),
+    SalField("origin", "long", description="private_origin field of the command being acknowledged"),
+    SalField("cmdtype", "long", description="Index of command in alphabetical list of commands, with 0 being the first"),
+    SalField(
+        "timeout", "double", units="second",
+        description="Estimated remaining duration of command; only relevant if ack=INPROGRESS",
+    ),
 )
 
 
@@ -112,7 +117,8 @@ def _parse_fields(raw: list[dict[str, Any]]) -> tuple[SalField, ...]:
     out = []
     for f in raw or []:
         count = f.get("count", 1)
-        out.append(SalField(f["name"], f["type"], int(count) if isinstance(count, int) else 1, f.get("units")))
+        count = int(count) if isinstance(count, int) else 1
+        out.append(SalField(f["name"], f["type"], count, f.get("units"), f.get("description")))
     return tuple(out)
 
 
@@ -134,9 +140,10 @@ def get_topic(component: str, name: str) -> SalTopic:
     comp = raw.get(component, {})
     if name in comp:
         spec = comp[name]
-        return SalTopic(component, name, spec.get("kind", "event"), _parse_fields(spec.get("fields")))
+        fields = _parse_fields(spec.get("fields"))
+        return SalTopic(component, name, spec.get("kind", "event"), fields, spec.get("description", ""))
     if name == "ackcmd":
-        return SalTopic(component, "ackcmd", "ackcmd", ACKCMD_FIELDS)
+        return SalTopic(component, "ackcmd", "ackcmd", ACKCMD_FIELDS, "Command acknowledgement")
     # Header Service CSCs also have the topics of the ``HeaderService`` section (named like SALGeneric's).
     sections = [raw["SALGeneric"]] + ([raw.get("HeaderService", {})] if component.endswith("HeaderService") else [])
     for generic in sections:
@@ -144,7 +151,8 @@ def get_topic(component: str, name: str) -> SalTopic:
             if gname in generic:
                 kind, short = gname.split("_", 1)
                 kind = "event" if kind == "logevent" else "command"
-                return SalTopic(component, short, kind, _parse_fields(generic[gname].get("fields")))
+                spec = generic[gname]
+                return SalTopic(component, short, kind, _parse_fields(spec.get("fields")), spec.get("description", ""))
     known = sorted(comp) if comp else []
     raise UnknownTopicError(
         f"SAL topic {component}.{name} is not defined in {TOPICS_YAML.name}"

@@ -284,3 +284,44 @@ def test_csc_stays_enabled_and_warns_while_the_annex_is_unwritable(csc_env) -> N
         assert 3 not in client.states()
     finally:
         pub.close(linger=0)
+
+
+def test_kept_headers_survive_a_publisher_restart(publisher: RunningPublisher, tmp_path: Path) -> None:
+    """Headers kept during an outage are spooled in the state folder: a restarted publisher writes
+    and announces them without anyone sending them again."""
+    day = tmp_path / "annex" / "LATISS" / "20261125"
+    day.parent.mkdir(parents=True, exist_ok=True)
+    day.write_text("not a folder\n")
+    names = ["AT_O_20261125_000005", "AT_O_20261125_000006"]
+    for n in names:
+        publisher.send(header_payload(publisher.cfg, image=n))
+    spool = tmp_path / "state" / "LATISS" / "publisher-spool"
+    spooled = lambda: sorted(p.name for p in spool.glob("*.json"))  # noqa: E731 (temporary files aside)
+    deadline = time.monotonic() + 10
+    while len(publisher.pub.pending) < 2 or len(spooled()) < 2:
+        assert time.monotonic() < deadline, (publisher.pub.pending, spooled())
+        time.sleep(0.1)
+    assert spooled() == [f"{n}.v1.json" for n in names]
+    publisher.close()  # killed with the headers kept; nobody resends them
+    day.unlink()
+    deadline = time.monotonic() + 10
+    while True:  # ZeroMQ releases the closed sockets' ports asynchronously
+        try:
+            again = RunningPublisher(publisher.cfg)
+            break
+        except zmq.ZMQError:
+            assert time.monotonic() < deadline, "the first publisher's ports were never released"
+            time.sleep(0.2)
+    try:
+        for n in names:
+            ann = again.wait("ctl.announced.", lambda p, n=n: p["imageName"] == n)
+            assert hashlib.md5((tmp_path / "annex" / ann["path"]).read_bytes()).hexdigest() == ann["md5"]
+        got = publisher.reader.wait(lambda s: {x["id"] for x in s} >= set(names), 10)
+        assert sorted(x["id"] for x in got) == names
+        deadline = time.monotonic() + 10
+        while spooled():  # removed right after each acknowledgement
+            assert time.monotonic() < deadline, spooled()
+            time.sleep(0.05)
+        assert again.pub.pending == []
+    finally:
+        again.close()

@@ -1264,7 +1264,7 @@ def test_pending_header_is_retried_once_per_cycle(night: dict[str, Any]) -> None
              if PENDING_IMAGE in ln and "still cannot write" in ln]
     stamps = [ln[:19] for ln in lines]  # 'YYYY-MM-DD hh:mm:ss': one retry cycle lasts 5 s
     assert stamps, "the kept header was never retried"
-    assert len(stamps) == len(set(stamps)), f"several retries of {PENDING_IMAGE} in one cycle: {stamps}"
+    assert len(stamps) == len(set(stamps)), f"several retries of {PENDING_IMAGE} in one cycle: {stamps}\n" + "\n".join(lines)
 
 
 # ================================================================================================

@@ -77,8 +77,9 @@ def test_headers_only_when_enabled_overrides_and_fault(tmp_path: Path) -> None:
         assert {s["id"] for s in got} == {before, after}  # nothing for the skipped exposures
         h_before = fitsio.read_header(str(next(dep.annex.rglob(f"{before}.fits"))))
         h_after = fitsio.read_header(str(next(dep.annex.rglob(f"{after}.fits"))))
-        assert "OBSERVER" not in h_before
+        assert h_before["OBSERVER"] == "LSST"  # the template's value until an operator sets it
         assert h_after["OBSERVER"] == "Jane Doe"
+        assert [r["name"] for r in h_after.records()].count("OBSERVER") == 1  # replaced in place
         prov = json.loads(next(dep.annex.rglob(f"{after}.prov.json")).read_text())
         assert prov["overrides"]["version"] >= 1 and "OBSERVER" in prov["overrides"]["cards"]
 

@@ -124,17 +124,18 @@ def test_detsecs_tile_detsize_exactly(vendor):
 
 
 def test_layout_convention():
-    # Two rows of 8; 1x upper, 0x lower; upper row flipped in x and y for both
-    # vendors, lower row flipped in x for ITL only.
+    # Two rows of 8, as in the camera's raws; 1x lower, 0x upper; lower row
+    # flipped in x for both vendors, upper row flipped in y for both vendors
+    # and in x for ITL only.
     for vendor, f in FACTS.items():
         for j in range(8):
-            up = geo.parse_section(geo.segment_cards(vendor, f"1{j}")["DETSEC"])
-            lo = geo.parse_section(geo.segment_cards(vendor, f"0{j}")["DETSEC"])
+            lo = geo.parse_section(geo.segment_cards(vendor, f"1{j}")["DETSEC"])
+            up = geo.parse_section(geo.segment_cards(vendor, f"0{j}")["DETSEC"])
             assert min(up[2:]) == f["rows"] + 1 and max(up[2:]) == f["det_rows"]
             assert min(lo[2:]) == 1 and max(lo[2:]) == f["rows"]
             assert sorted(up[:2]) == sorted(lo[:2]) == [f["cols"] * j + 1, f["cols"] * (j + 1)]
-            assert up[0] > up[1] and up[2] > up[3]
-            assert (lo[0] > lo[1]) == (vendor == "ITL") and lo[2] < lo[3]
+            assert lo[0] > lo[1] and lo[2] < lo[3]
+            assert (up[0] > up[1]) == (vendor == "ITL") and up[2] > up[3]
 
 
 def test_readout_overrides_win():
@@ -333,26 +334,29 @@ def test_wcs_scale_orientation_and_keywords(camera):
     w = _astropy_wcs(cards)
     scales = proj_plane_pixel_scales(w) * 3600.0
     assert scales == pytest.approx([geo.plate_scale_arcsec(camera)] * 2, rel=1e-9)
-    # Parity: standard (east left with north up) except for LATISS.
+    # Parity: the focal plane is standard (east left with north up) except for
+    # LATISS; the DETSEC frame is mirrored in y against it, which flips it again.
     det = cards["CD1_1"] * cards["CD2_2"] - cards["CD1_2"] * cards["CD2_1"]
-    assert (det < 0) == (camera != "LATISS")
+    assert (det < 0) == (camera == "LATISS")
     # Science sensors are not rotated: at the boresight (CRPIX), detector +y
-    # points at PA = ROTPA and detector +x at ROTPA -/+ 90 deg.
+    # points along focal-plane -y, at PA = ROTPA + 180 deg, and detector +x at
+    # ROTPA -/+ 90 deg.
     x0, y0 = cards["CRPIX1"] - 1, cards["CRPIX2"] - 1  # astropy pixels are 0-based
     a = w.pixel_to_world(x0, y0)
     assert a.separation(SkyCoord(ra * u.deg, dec * u.deg)).to_value(u.arcsec) < 1e-6
     pa_y = a.position_angle(w.pixel_to_world(x0, y0 + 100)).to_value(u.deg)
     pa_x = a.position_angle(w.pixel_to_world(x0 + 100, y0)).to_value(u.deg)
     s = -1 if camera == "LATISS" else 1
-    assert (pa_y - rotpa + 180) % 360 - 180 == pytest.approx(0.0, abs=1e-6)
+    assert (pa_y - (rotpa + 180) + 180) % 360 - 180 == pytest.approx(0.0, abs=1e-6)
     assert (pa_x - (rotpa - 90 * s) + 180) % 360 - 180 == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("raft,sensor", geo.lsstcam_sensors()[:16] + [("R31", "S20")])
 def test_wcs_off_centre_pixels_follow_sensor_yaw(raft, sensor):
     # An off-centre pixel lands where the sensor's yaw puts it in the focal
-    # plane: fp = centre + R(yaw) (p - p0) * pixel size; then offset the
-    # boresight independently as in _expected_centre.
+    # plane: fp = centre + R(yaw) (p_DM - p0) * pixel size, with DM's pixel
+    # offset (dx, -dy) for a DETSEC offset (dx, dy); then offset the boresight
+    # independently as in _expected_centre.
     ra, dec, rotpa = 210.0, -35.0, 75.0
     cards = default_wcs(ra, dec, rotpa, "LSSTCam", raft, sensor, "ITL")
     w = _astropy_wcs(cards)
@@ -360,8 +364,8 @@ def test_wcs_off_centre_pixels_follow_sensor_yaw(raft, sensor):
     cx, cy = geo.sensor_center_mm(raft, sensor)
     yaw = math.radians(geo.sensor_yaw_deg(raft, sensor))
     for dx, dy in ((1500.0, 0.0), (0.0, 900.0), (-1800.0, -900.0)):
-        fx = cx + (math.cos(yaw) * dx - math.sin(yaw) * dy) * geo.PIXEL_SIZE_MM
-        fy = cy + (math.sin(yaw) * dx + math.cos(yaw) * dy) * geo.PIXEL_SIZE_MM
+        fx = cx + (math.cos(yaw) * dx + math.sin(yaw) * dy) * geo.PIXEL_SIZE_MM
+        fy = cy + (math.sin(yaw) * dx - math.cos(yaw) * dy) * geo.PIXEL_SIZE_MM
         sep = math.hypot(fx, fy) * 20.0 * u.arcsec  # 0.2"/pix at 10 um
         pa = (rotpa + math.degrees(math.atan2(-fx, fy))) * u.deg
         expected = SkyCoord(ra * u.deg, dec * u.deg).directional_offset_by(pa, sep)

@@ -141,6 +141,8 @@ def test_itl_and_e2v_geometry(night: dict[str, Any]) -> None:
     if night["instrument"] == "ComCam":
         seg = fitsio.read_header(path_of(night, image), 2)
         assert seg["EXTNAME"].strip() == "Segment10" and seg["DATASEC"] == "[4:512,1:2000]"
+        # as in the camera's raws (issue 16): lower row, flipped in x only
+        assert (seg["DETSEC"], seg["DTV1"], seg["DTV2"], seg["DTM1_1"], seg["DTM2_2"]) == ("[509:1,1:2000]", 513, 0, -1.0, 1.0)
 
 
 def test_per_sensor_header_on_request(night: dict[str, Any]) -> None:
@@ -158,6 +160,10 @@ def test_per_sensor_header_on_request(night: dict[str, Any]) -> None:
         vendor = sensors[name]["CCD_MANU"].strip()
         x0, x1, y0, y1 = parse_section(sh.segments[0][1]["DATASEC"])
         assert (x0, y1) == ((11, 2002) if vendor == "E2V" else (4, 2000))
+        seg10 = sh.segments[0][1]
+        assert (seg10["DETSEC"], seg10["DTV1"], seg10["DTV2"], seg10["DTM1_1"], seg10["DTM2_2"]) == (
+            ("[512:1,1:2002]", 523, 0, -1.0, 1.0) if vendor == "E2V" else ("[509:1,1:2000]", 513, 0, -1.0, 1.0)
+        )
     with pytest.raises(SensorHeaderError, match="not in this image"):
         client.get(image, "R99_S99")
     with pytest.raises(SensorHeaderError, match="not among"):

@@ -95,7 +95,7 @@ def test_every_exposure_announced_with_downloadable_md5(night: dict[str, Any]) -
         assert hashlib.md5(data).hexdigest() == ann["checkSum"]
         assert ann["byteSize"] == len(data)
         assert ann["generator"] == "ATHeaderService"
-        assert ann["mimeType"] == "application/fits"
+        assert ann["mimeType"] == "FITS"
         assert ann["url"].startswith("http://127.0.0.1:")
         assert f"/LATISS/" in ann["url"] and ann["url"].endswith(f"/{image}.fits")
         # the archiver's query by imageName over HTTP

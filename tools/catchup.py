@@ -22,6 +22,7 @@ from typing import Any
 import zmq
 from astropy.time import Time
 
+from procs.annex import index_path
 from protocols.config import ConfigError, InstanceConfig, load_instance
 from protocols.envelope import Sender, decode, sender_id
 from protocols.messages import CacheClient, CacheUnavailable, topic_key
@@ -51,7 +52,7 @@ def tai_seconds(iso: str) -> float:
 
 def read_index(cfg: InstanceConfig) -> dict[str, dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {}
-    path = Path(cfg.annex) / cfg.instrument / "index.jsonl"
+    path = index_path(cfg)
     if path.exists():
         for line in path.read_text().splitlines():
             try:
@@ -67,7 +68,7 @@ def read_set_aside(cfg: InstanceConfig) -> dict[str, dict[str, Any]]:
     """Headers the publisher could never write, from ``<annex>/<instrument>/rejected/``:
     imageName -> {version, reason, file} (the latest version set aside)."""
     out: dict[str, dict[str, Any]] = {}
-    for path in sorted((Path(cfg.annex) / cfg.instrument / "rejected").glob("*.json")):
+    for path in sorted((Path(cfg.annex_folder) / cfg.instrument / "rejected").glob("*.json")):
         try:
             rec = json.loads(path.read_text())
         except (OSError, ValueError):

@@ -5,12 +5,19 @@ Examples::
     hs-get AT_O_20261124_000001 --annex /data/base-annex              # writes ./AT_O_20261124_000001.fits
     hs-get AT_O_20261124_000001 --url http://127.0.0.1:5559 -o hdr.fits
     hs-get CC_O_20261124_000003 --annex /data/base-annex --print      # the primary header's cards
+    hs-get AT_O_20261124_000001 --s3 s3://rubinobs-lfa-cp --format yaml  # from the S3 Large File Annex
 
 The header is looked up in the annex index (``<instrument>/index.jsonl``, latest version of the
 imageName) and its MD5 checked against the index. In a folder, an imageName missing from the index
 is still found at the standard path ``<instrument>/<DAYOBS>/<imageName>.fits`` (DAYOBS is the
 third ``_`` field of the name), without an MD5 to check. The instrument comes from the name's prefix
 (AT LATISS, CC ComCam, MC LSSTCam) unless ``--instrument`` is given.
+
+On S3 (``--s3 s3://BUCKET``, endpoint and credentials from ``S3_ENDPOINT_URL`` and the AWS
+variables) the header is found under the LFA key of the imageName's day,
+``<CSC>/header/<yyyy>/<mm>/<dd>/<CSC>-header-<imageName>[.v<N>][.<md5 prefix>]<suffix>``: the latest
+version, and of a key that held other bytes the copy named by its MD5; the download is checked
+against the object's ETag (its MD5). ``--format yaml`` fetches the YAML header instead of FITS.
 
 exit status: 0 found (and verified), 1 not found / unreachable / MD5 mismatch, 2 bad arguments.
 """
@@ -30,6 +37,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 PREFIXES = {"AT": "LATISS", "CC": "ComCam", "MC": "LSSTCam"}
+CSCS = {"LATISS": "ATHeaderService", "ComCam": "CCHeaderService", "LSSTCam": "MTHeaderService"}
+SUFFIXES = {"fits": ".fits", "yaml": ".yaml"}
 INSTRUMENTS = tuple(PREFIXES.values())
 HTTP_TIMEOUT = 15.0
 
@@ -156,12 +165,13 @@ def http_get(url: str, timeout: float = HTTP_TIMEOUT) -> bytes:
         return resp.read()
 
 
-def fetch_from_folder(annex: Path, image: str, instrument: str) -> tuple[bytes, str, bool]:
+def fetch_from_folder(annex: Path, image: str, instrument: str, fmt: str = "fits") -> tuple[bytes, str, bool]:
     """(data, where, verified) of an image's header in an annex folder."""
     idx = annex / index_relpath(instrument)
     entries = parse_index(idx.read_text()) if idx.exists() else []
     entry = find_in_index(entries, image)
     if entry is not None:
+        entry = entry_for_format(entry, fmt)
         path = annex / entry_path(entry, instrument)
         try:
             data = path.read_bytes()
@@ -171,6 +181,7 @@ def fetch_from_folder(annex: Path, image: str, instrument: str) -> tuple[bytes, 
         return data, str(path), True
     try:
         std = annex / standard_path(image, instrument)
+        std = std.with_suffix(SUFFIXES[fmt])
     except UsageError:
         std = None
     if std is not None and std.is_file():
@@ -179,7 +190,58 @@ def fetch_from_folder(annex: Path, image: str, instrument: str) -> tuple[bytes, 
     raise GetError(f"{image} is not in the annex index at {idx}{tail}")
 
 
-def fetch_from_url(base: str, image: str, instrument: str) -> tuple[bytes, str, bool]:
+def entry_for_format(entry: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """The index entry of one format of a header (entries list each format's file under ``files``)."""
+    files = entry.get("files")
+    if isinstance(files, dict) and isinstance(files.get(fmt), dict):
+        return {**entry, **files[fmt]}
+    if fmt != "fits":
+        raise GetError(f"{entry['imageName']}: no {fmt.upper()} header in the annex index entry")
+    return entry
+
+
+def s3_candidates(names: Iterable[str], prefix: str, image: str, fmt: str) -> list[tuple[int, int, str]]:
+    """(version, preference, key) of the keys holding ``image``'s header in format ``fmt``, best last:
+    the highest version; within one, the copy named by its MD5 (written when the plain key held
+    other bytes) before the plain key."""
+    pattern = re.compile(re.escape(prefix + image) + r"(?:\.v(\d+))?(\.[0-9a-f]{8})?" + re.escape(SUFFIXES[fmt]))
+    out = []
+    for key in names:
+        m = pattern.fullmatch(key)
+        if m:
+            out.append((int(m.group(1) or 1), 1 if m.group(2) else 0, key))
+    return sorted(out)
+
+
+def fetch_from_s3(bucket: str, image: str, instrument: str, fmt: str = "fits") -> tuple[bytes, str, bool]:
+    """(data, where, verified) of an image's header in an S3 annex (the LFA key layout)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from procs.annex_s3 import s3_client
+
+    csc = CSCS[instrument]
+    day = dayobs_of(image)
+    prefix = f"{csc}/header/{day[:4]}/{day[4:6]}/{day[6:]}/{csc}-header-"
+    client = s3_client()
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + image)
+        found = s3_candidates((o["Key"] for page in pages for o in page.get("Contents", [])), prefix, image, fmt)
+        if not found:
+            raise GetError(f"{image}: no {fmt.upper()} header under s3://{bucket}/{prefix}{image}")
+        key = found[-1][2]
+        obj = client.get_object(Bucket=bucket, Key=key)
+        data = obj["Body"].read()
+    except (BotoCoreError, ClientError) as exc:
+        raise GetError(f"cannot read s3://{bucket}: {exc}") from None
+    etag = str(obj.get("ETag", "")).strip('"')
+    where = f"s3://{bucket}/{key}"
+    if "-" in etag:  # a multipart upload: the ETag is not the MD5
+        return data, where, False
+    check_md5(data, {"imageName": image, "md5": etag, "byteSize": len(data)}, where)
+    return data, where, True
+
+
+def fetch_from_url(base: str, image: str, instrument: str, fmt: str = "fits") -> tuple[bytes, str, bool]:
     """(data, where, verified) of an image's header at an annex served over HTTP."""
     idx_url = join_url(base, index_relpath(instrument))
     try:
@@ -194,6 +256,7 @@ def fetch_from_url(base: str, image: str, instrument: str) -> tuple[bytes, str, 
     entry = find_in_index(entries, image)
     if entry is None:
         raise GetError(f"{image} is not in the annex index at {idx_url}")
+    entry = entry_for_format(entry, fmt)
     url = join_url(base, entry_path(entry, instrument))
     try:
         data = http_get(url)
@@ -219,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--annex", type=Path, metavar="DIR", help="annex root folder (holds <instrument>/index.jsonl)")
     src.add_argument("--url", metavar="URL", help="annex served over HTTP, e.g. http://127.0.0.1:5559")
+    src.add_argument("--s3", metavar="S3URL", help="S3 annex, s3://BUCKET (endpoint from S3_ENDPOINT_URL)")
+    p.add_argument("--format", choices=("fits", "yaml"), default="fits", help="header format (default fits)")
     p.add_argument("--instrument", choices=INSTRUMENTS, help="default: from the imageName prefix (AT, CC, MC)")
     p.add_argument("-o", "--output", metavar="OUT", help="file to write (default ./IMAGENAME.fits; - for stdout)")
     p.add_argument(
@@ -244,23 +309,30 @@ def run(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         parser.error(str(exc))
     try:
-        if args.annex is not None:
+        if args.s3 is not None:
+            bucket = args.s3[len("s3://") :].strip("/") if args.s3.startswith("s3://") else ""
+            if not bucket:
+                parser.error(f"--s3 {args.s3!r}: expected s3://BUCKET")
+            data, where, verified = fetch_from_s3(bucket, image, instrument, args.format)
+        elif args.annex is not None:
             if not args.annex.is_dir():
                 print(f"hs-get: annex folder {args.annex} does not exist", file=sys.stderr)
                 return 1
-            data, where, verified = fetch_from_folder(args.annex, image, instrument)
+            data, where, verified = fetch_from_folder(args.annex, image, instrument, args.format)
         else:
-            data, where, verified = fetch_from_url(args.url, image, instrument)
+            data, where, verified = fetch_from_url(args.url, image, instrument, args.format)
         if not verified:
             print(f"hs-get: warning: {image} is not in the annex index; found at {where} (MD5 not checked)", file=sys.stderr)
-        if args.print_cards:
+        if args.print_cards and args.format == "yaml":
+            print(data.decode("utf-8", errors="replace"), end="")
+        elif args.print_cards:
             for card in primary_cards(data):
                 print(card)
         if args.output == "-":
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
         elif args.output or not args.print_cards:
-            out = Path(args.output or f"{image}.fits")
+            out = Path(args.output or f"{image}{SUFFIXES[args.format]}")
             tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, out)

@@ -85,8 +85,8 @@ def backoff(attempts: int, cap: float) -> float:
 def safe_relpath(rel: str, instrument: str) -> str:
     """A relative path inside ``<instrument>/`` (no absolute path, no ``..``), or ValueError."""
     p = PurePosixPath(rel.lstrip("/"))
-    if p.is_absolute() or ".." in p.parts or not p.parts or p.parts[0] != instrument or p.suffix != ".fits":
-        raise ValueError(f"path {rel!r} is not a .fits file under {instrument}/")
+    if p.is_absolute() or ".." in p.parts or not p.parts or p.parts[0] != instrument or p.suffix not in (".fits", ".yaml"):
+        raise ValueError(f"path {rel!r} is not a .fits or .yaml file under {instrument}/")
     return str(p)
 
 
@@ -477,7 +477,8 @@ def run_follow(m: Mirror, stop: Stop, csc: str, domain: int | None, resync: floa
 
 def main(argv: list[str] | None = None) -> int:
     p = base_parser("hs-mirror", __doc__.splitlines()[0])
-    p.add_argument("--to", type=Path, required=True, metavar="BASE_ANNEX", help="base annex root folder")
+    p.add_argument("--to", required=True, metavar="BASE_ANNEX", help="base annex root folder (or s3://BUCKET with --from-s3)")
+    p.add_argument("--from-s3", metavar="S3URL", help="summit S3 annex, s3://BUCKET: copy its header objects (MD5-checked)")
     p.add_argument("--summit-url", metavar="URL", help="summit annex over HTTP (default http://127.0.0.1:<instance HTTP port>)")
     p.add_argument("--domain", type=int, metavar="ID", help="DDS domain id (default: the instance's, or $HS_DDS_DOMAIN)")
     p.add_argument("--resync", type=float, default=30.0, metavar="SEC", help="read the summit index every SEC s (default 30)")
@@ -492,6 +493,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.summit_url and not urllib.parse.urlparse(args.summit_url).scheme.startswith("http"):
         p.error(f"--summit-url {args.summit_url!r}: expected http://HOST:PORT")
     cfg = setup(args, "hs-mirror")
+    if args.from_s3:
+        from tools.mirror_s3 import BucketMirror, run as run_s3
+
+        bucket = args.from_s3[len("s3://") :].strip("/") if args.from_s3.startswith("s3://") else ""
+        if not bucket:
+            p.error(f"--from-s3 {args.from_s3!r}: expected s3://BUCKET")
+        log.info("hs-mirror %s: s3://%s -> %s%s", cfg.instrument, bucket, args.to, " (once)" if args.once else "")
+        return run_s3(BucketMirror(cfg.csc, bucket, args.to), Stop(), args.once, args.resync)
+    if args.to.startswith("s3://"):
+        p.error("--to s3://BUCKET needs --from-s3")
+    args.to = Path(args.to)
     summit_url = args.summit_url or f"http://127.0.0.1:{cfg.endpoints.http_port}"
     stop = Stop()
     try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols.config import load_instance
-from tools.bench.stats import ms_summary
+from tools.bench.stats import ms_summary, percentile
 from tools.runner import Deployment
 from tools.sim.night import Night
 from tools.sim.player import Player
@@ -26,6 +26,7 @@ from tools.sim.scenario import Scenario
 
 
 SLOW_WRITE_S = 0.001
+STAGES = ("eoit_to_composer_send", "before_compose", "compose", "fast_path_transfer", "publisher_write_and_announce")
 BOOST = -5  # nice value of the bench's measuring threads and probe (only when allowed, i.e. as root)
 
 
@@ -186,31 +187,51 @@ class NightResult:
         self.fast_ms = [(self.fast[i]["t"] - t) * 1000.0 for i, t in self.eoit.items() if i in self.fast]
         self.lfo_ms = [(self.lfo[i]["t"] - t) * 1000.0 for i, t in self.eoit.items() if i in self.lfo]
 
+    def image_stages(self, image: str) -> dict[str, float] | None:
+        """Where one image's time went (ms): before the composer sends (DDS, listener, cache, event
+        handling), the compose itself, the fast-path transfer, and publisher + DDS after the send."""
+        t = self.eoit.get(image)
+        f = self.fast.get(image)
+        if t is None or not f or f.get("sent") is None:
+            return None
+        send = (f["sent"] - t) * 1000.0
+        out = {"eoit_to_composer_send": send, "fast_path_transfer": (f["t"] - f["sent"]) * 1000.0}
+        if f.get("compose_s") is not None:
+            out["compose"] = f["compose_s"] * 1000.0
+            out["before_compose"] = send - out["compose"]
+        if image in self.lfo:
+            out["publisher_write_and_announce"] = (self.lfo[image]["t"] - f["sent"]) * 1000.0
+        return out
+
     def stages(self) -> dict[str, Any]:
-        """Where the time goes, per image: before the composer sends (DDS, listener, cache, compose),
-        the compose itself, the fast-path transfer, and publisher + DDS after the send."""
-        until_send, compose, before, transfer, publish = [], [], [], [], []
-        for i, t in self.eoit.items():
-            f = self.fast.get(i)
-            if not f or f.get("sent") is None:
-                continue
-            send = (f["sent"] - t) * 1000.0
-            until_send.append(send)
-            transfer.append((f["t"] - f["sent"]) * 1000.0)
-            if f.get("compose_s") is not None:
-                compose.append(f["compose_s"] * 1000.0)
-                before.append(send - f["compose_s"] * 1000.0)
-            if i in self.lfo:
-                publish.append((self.lfo[i]["t"] - f["sent"]) * 1000.0)
+        """Each stage's distribution over the night's images (see :meth:`image_stages`)."""
+        per: dict[str, list[float]] = {k: [] for k in STAGES}
+        for i in self.eoit:
+            for k, v in (self.image_stages(i) or {}).items():
+                per[k].append(v)
         return {
-            "eoit_to_composer_send": ms_summary(until_send),
-            "before_compose": ms_summary(before),
-            "compose": ms_summary(compose),
-            "fast_path_transfer": ms_summary(transfer),
-            "publisher_write_and_announce": ms_summary(publish),
+            **{k: ms_summary(v) for k, v in per.items()},
             "note": "before_compose = DDS hop, listener, ZeroMQ, composer event handling and journal, cache collect; "
                     "publisher_write_and_announce = composer send -> largeFileObjectAvailable at the reader",
         }
+
+    def tail(self, path: str) -> dict[str, Any]:
+        """The images at or above the p99 of ``path`` (fast_path or announcement), each with where its
+        time went, and the stage that grew most against the night's median: a tail traced to its cause."""
+        arrivals = self.fast if path == "fast_path" else self.lfo
+        lat = {i: (arrivals[i]["t"] - t) * 1000.0 for i, t in self.eoit.items() if i in arrivals}
+        if not lat:
+            return {"p99_ms": None, "images": []}
+        p99 = percentile(list(lat.values()), 99)
+        medians = {k: v["p50_ms"] for k, v in self.stages().items() if isinstance(v, dict) and v.get("p50_ms") is not None}
+        images = []
+        for i in sorted((i for i, v in lat.items() if v >= p99), key=lambda i: -lat[i]):
+            st = {k: round(v, 2) for k, v in (self.image_stages(i) or {}).items()}
+            excess = {k: v - medians[k] for k, v in st.items() if k in medians and k != "eoit_to_composer_send"}
+            grew = max(excess, key=lambda k: excess[k]) if excess else None
+            images.append({"image": i, "ms": round(lat[i], 2), "stages_ms": st, "grew_most": grew,
+                           "grew_by_ms": round(excess[grew], 2) if grew else None})  # fmt: skip
+        return {"p99_ms": round(p99, 3), "images": images}
 
     def report(self) -> dict[str, Any]:
         images = set(self.eoit)
@@ -235,6 +256,7 @@ class NightResult:
             "bus_samples_per_s": round(self.samples / self.wall_s, 1) if self.wall_s > 0 else None,
             "player_lag_ms": round(self.lag_ms, 1),
             "stages_ms": self.stages(),
+            "tail": {"fast_path": self.tail("fast_path"), "announcement": self.tail("announcement")},
             "eoit_write_ms": ms_summary(self.write_ms),
             "eoit_slow_writes": self.slow_writes,
         }

@@ -14,9 +14,10 @@ import cProfile
 import json
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterator
 
-from header.compose import ExposureInputs, Templates, compose_header
+from header.compose import ComposedHeader, ExposureInputs, Templates, compose_header
 from procs.cache import Store
 from procs.common import GcPacer
 from procs.composer import CAMERA_EVENTS, PRECOMPOSE_AT, collection_points, collection_request
@@ -30,23 +31,31 @@ from tools.sim.night import Night
 from tools.sim.player import build_sample
 
 
-def run(instrument: str, exposures: int, profile: str | None = None) -> dict[str, Any]:
+@dataclass
+class BenchNight:
+    """One instance's configuration and the cache store a bench night is played into."""
+
+    cfg: Any
+    kmap: Any
+    templates: Templates
+    store: Store
+    samples: int = 0  # bus samples played so far
+
+
+def play(instrument: str, exposures: int) -> Iterator[tuple[BenchNight, str, str, dict[str, Any], float]]:
+    """Play a bench night into an in-process cache store; yield ``(night, stage, imageName, camera
+    events, TAI)`` where the composer would work: ``precompose`` (startReadout with
+    startIntegration, or a later readout parameter event) and ``end`` (endOfImageTelemetry)."""
     cfg = load_instance(instrument)
     kmap = load_keyword_map(cfg)
     templates = Templates(*(load_template(cfg, k) for k in ("primary", "sensor", "segment")))
-    store = Store(cfg.cache_max_samples, cfg.cache_max_age, cfg.cache_max_topic_mb * 1e6)
-    night = Night(bench_scenario(instrument, exposures))
+    bench = BenchNight(cfg, kmap, templates, Store(cfg.cache_max_samples, cfg.cache_max_age, cfg.cache_max_topic_mb * 1e6))
     events: dict[str, dict[str, Any]] = {}
-    times: dict[str, list[float]] = {k: [] for k in ("precompose", "collect", "compose", "encode", "publisher_file")}
-    prof = cProfile.Profile() if profile else None
-    samples = 0
-    pacer = GcPacer()  # as in the composer: collection between exposures, never inside one
-    for e in night.emissions():
+    for e in Night(bench_scenario(instrument, exposures)).emissions():
         sample = build_sample(e.component, e.topic, e.sal_index, e.fields, private_sndStamp=e.tai)
         raw = salrecord.encode(sample.serialize(), e.sal_index, e.tai, e.tai, None)
-        frame = f"sal.{e.component}.{e.topic}".encode()
-        store.add(frame, raw)
-        samples += 1
+        bench.store.add(f"sal.{e.component}.{e.topic}".encode(), raw)
+        bench.samples += 1
         if e.component != cfg.camera or e.topic not in CAMERA_EVENTS:
             continue
         rec = salrecord.decode(e.component, e.topic, raw)
@@ -54,36 +63,61 @@ def run(instrument: str, exposures: int, profile: str | None = None) -> dict[str
         ev = events.setdefault(name, {})
         ev[e.topic] = rec
         if e.topic in PRECOMPOSE_AT and "startReadout" in ev and "startIntegration" in ev:
+            yield bench, "precompose", name, ev, e.tai
+        if e.topic == "endOfImageTelemetry":
+            yield bench, "end", name, ev, e.tai
+            events.pop(name, None)
+
+
+def composed_headers(instrument: str, exposures: int) -> Iterator[ComposedHeader]:
+    """The final header of every exposure of a bench night, composed as the composer does it
+    (the cache's reply round-tripped through JSON as over the socket), without sockets."""
+    for bench, stage, name, ev, tai in play(instrument, exposures):
+        if stage != "end":
+            continue
+        points = collection_points(ev)
+        reply = json.loads(json.dumps(bench.store.collect(collection_request(bench.cfg, bench.kmap, points))))
+        inputs = ExposureInputs(name, ev, points, reply["snapshots"], reply["windows"])
+        yield compose_header(bench.cfg, bench.kmap, bench.templates, inputs, tai + 0.01, 1)
+
+
+def run(instrument: str, exposures: int, profile: str | None = None) -> dict[str, Any]:
+    times: dict[str, list[float]] = {k: [] for k in ("precompose", "collect", "compose", "encode", "publisher_file")}
+    prof = cProfile.Profile() if profile else None
+    pacer = GcPacer()  # as in the composer: collection between exposures, never inside one
+    bench = None
+    for bench, stage, name, ev, tai in play(instrument, exposures):
+        cfg, kmap, templates, store = bench.cfg, bench.kmap, bench.templates, bench.store
+        if stage == "precompose":
             t0 = time.perf_counter()
             points = collection_points(ev)
             reply = store.collect(collection_request(cfg, kmap, points))
-            compose_header(cfg, kmap, templates, ExposureInputs(name, ev, points, reply["snapshots"], reply["windows"]), e.tai, 1).payload_json()
+            compose_header(cfg, kmap, templates, ExposureInputs(name, ev, points, reply["snapshots"], reply["windows"]), tai, 1).payload_json()
             times["precompose"].append(time.perf_counter() - t0)
-        if e.topic == "endOfImageTelemetry":
-            if prof:
-                prof.enable()
-            t0 = time.perf_counter()
-            points = collection_points(ev)
-            reply = json.loads(json.dumps(store.collect(collection_request(cfg, kmap, points))))  # as over the socket
-            t1 = time.perf_counter()
-            header = compose_header(cfg, kmap, templates, ExposureInputs(name, ev, points, reply["snapshots"], reply["windows"]), e.tai + 0.01, 1)
-            t2 = time.perf_counter()
-            body = header.payload_json(composeSeconds=t2 - t1)
-            t3 = time.perf_counter()
-            header_file(json.loads(body))
-            t4 = time.perf_counter()
-            if prof:
-                prof.disable()
-            for k, a, b in (("collect", t0, t1), ("compose", t1, t2), ("encode", t2, t3), ("publisher_file", t3, t4)):
-                times[k].append(b - a)
-            events.pop(name, None)
-            pacer.step(quiet=True)
+            continue
+        if prof:
+            prof.enable()
+        t0 = time.perf_counter()
+        points = collection_points(ev)
+        reply = json.loads(json.dumps(store.collect(collection_request(cfg, kmap, points))))  # as over the socket
+        t1 = time.perf_counter()
+        header = compose_header(cfg, kmap, templates, ExposureInputs(name, ev, points, reply["snapshots"], reply["windows"]), tai + 0.01, 1)
+        t2 = time.perf_counter()
+        body = header.payload_json(composeSeconds=t2 - t1)
+        t3 = time.perf_counter()
+        header_file(json.loads(body))
+        t4 = time.perf_counter()
+        if prof:
+            prof.disable()
+        for k, a, b in (("collect", t0, t1), ("compose", t1, t2), ("encode", t2, t3), ("publisher_file", t3, t4)):
+            times[k].append(b - a)
+        pacer.step(quiet=True)
     if prof and profile:
         prof.dump_stats(profile)
     return {
         "instrument": instrument,
         "exposures": exposures,
-        "samples": samples,
+        "samples": bench.samples if bench is not None else 0,
         "stages_ms": {k: ms_summary([v * 1000.0 for v in vs]) for k, vs in times.items()},
     }
 

@@ -161,6 +161,9 @@ READOUT = {
 CCD_TYPE = {"ITL": 3800, "E2V": 250}
 CCD_MODEL = {"ITL": "ITL-3800C", "E2V": "E2V-CCD250"}
 TEMP_SETPOINT = {"LATISS": -94.15, "ComCam": -95.0, "LSSTCam": -100.0}
+#: MTCamera.focal_plane_Ccd is published every 10 s: each sample holds 201 CCDs x 6 doubles
+#: (~11 kB), and the CCD temperature changes slowly (its keyword accepts samples up to 30 s old).
+LSSTCAM_CCD_TREND_HZ = 0.1
 
 
 def focal_plane(instrument: str) -> list[Sensor]:
@@ -185,6 +188,18 @@ def focal_plane(instrument: str) -> list[Sensor]:
             else:
                 manu = "E2V" if raft in LSSTCAM_E2V_RAFTS else "ITL"
                 out += [Sensor(raft, s, manu, "science") for s in SCIENCE_SLOTS]
+    return out
+
+
+def ccd_locations(instrument: str) -> list[str]:
+    """The CCDs as per-CCD camera telemetry (focal_plane_Ccd) lists them: every sensor, except that
+    the two halves SW0 and SW1 of a corner raft's wavefront CCD are the one CCD ``Rxx_SW``
+    (LSSTCam: 189 science + 8 guider + 4 wavefront = 201, the topic's array size)."""
+    out: list[str] = []
+    for s in focal_plane(instrument):
+        name = f"{s.raft}_SW" if s.kind == "wavefront" else s.location
+        if name not in out:
+            out.append(name)
     return out
 
 
@@ -906,8 +921,8 @@ class Night:
             out.append((mount, self._mt_mount(bg.mount_hz)))
             out.append(((("MTPtg", "currentTargetStatus"),), self._target_status(bg.env_hz, 0.1)))
             out.append(((("MTHexapod", "application"),), self._hexapod(bg.env_hz, 0.15)))
-            if self.instrument == "ComCam":
-                out.append((((cam, "focal_plane_Ccd"),), self._ccd_temps(bg.env_hz, 0.3)))
+            ccd_hz = min(bg.env_hz, LSSTCAM_CCD_TREND_HZ) if self.instrument == "LSSTCam" else bg.env_hz
+            out.append((((cam, "focal_plane_Ccd"),), self._ccd_temps(ccd_hz, 0.3)))
         else:
             out.append(((("ATPtg", "mountPositions"),), self._at_mount(bg.mount_hz)))
             out.append(((("ATPtg", "currentTargetStatus"),), self._target_status(bg.env_hz, 0.1)))
@@ -1085,10 +1100,10 @@ class Night:
 
     def _ccd_temps(self, hz: float, phase: float) -> Iterator[Emission]:
         rng = _rng(self.seed, "ccd-temps")
-        sensors = focal_plane(self.instrument)
-        n = len(sensors)
+        ccds = ccd_locations(self.instrument)
+        n = len(ccds)
         setpoint = TEMP_SETPOINT[self.instrument]
-        loc = _pack(self.camera, "focal_plane_Ccd", "location", [s.location for s in sensors])
+        loc = _pack(self.camera, "focal_plane_Ccd", "location", ccds)
         for t in self._ticks(hz, phase):
             t = float(t)
             drift = self.env.at("ccd_temp", t)
@@ -1104,8 +1119,11 @@ class Night:
                 "oGV": per("oGV", -2.0, 0.002),
                 "rDV": per("rDV", 12.5, 0.003),
             }
-            if "oDI" in get_topic(self.camera, "focal_plane_Ccd").field_map():
+            odi = get_topic(self.camera, "focal_plane_Ccd").field_map().get("oDI")
+            if odi is not None and odi.count == 1:
                 fields["oDI"] = 14.0 + float(rng.normal(0.0, 0.02))
+            elif odi is not None:
+                fields["oDI"] = per("oDI", 14.0, 0.02)
             yield Emission(t, self.camera, 0, "focal_plane_Ccd", fields)
 
     def _at_vacuum(self, hz: float, phase: float) -> Iterator[Emission]:
