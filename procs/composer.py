@@ -65,6 +65,7 @@ from protocols.names import IMAGE_NAME  # noqa: F401 - one definition, checked b
 log = logging.getLogger("composer")
 CACHE_TRIES = 4  # cache requests (5 s each) before a header is written without telemetry
 FILL_WINDOW = 4 * 3600.0  # s of cache history searched for an image's missing events
+CSC_WAIT = 5.0  # s a starting composer waits for the CSC's state (it may be restarting too) before replaying
 
 
 #: Fields read besides each keyword's own: sensor order and makers, keyed-array keys, time series origin.
@@ -153,7 +154,7 @@ class Composer:
         self.reply_sender = Sender(sender_id("composer-reply", cfg.instrument))  # ROUTER answers
         self.cache = CacheClient(cfg.endpoints.cache_router, Sender(self.sender.sender + "/req"), timeout_s=5.0)
         self.warm_up()
-        self.csc.refresh(1.0)
+        self.csc.refresh(CSC_WAIT)  # answered at once when the CSC runs; replayed exposures need its state
         self.restore()
 
     # The machine's state, read by the status answer and by tests.
