@@ -3,14 +3,22 @@
 Subscribes to exactly the topics of the instrument's keyword map plus the camera triggers, and
 publishes each sample unchanged on a PUB socket, topic ``sal.<Component>.<topic>``: its serialized
 bytes as a SAL record (:mod:`protocols.salrecord`, with salIndex, private_sndStamp, the time it was
-taken and its DDS source timestamp in a fixed header). Bus access sits behind :class:`DdsBus` so another
-backend (Kafka/Avro) can replace it.
+taken and its DDS source timestamp in a fixed header). Bus access sits behind :class:`DdsBus`.
+
+On Kafka (``bus: kafka``), :class:`KafkaSource` reads the same topics in the stable consumer group
+``hs-listener-<instrument>``, turns each Avro value into the same SAL record (format 1: the sample's
+fields encoded as the CDR the DDS bus would have carried, so cache and composer are unchanged) and
+commits the offsets once the records are published: a listener killed and restarted resumes at its
+first unpublished record, and says so (its sender id ends in ``+resume``) so the cache records no
+outage. Bad records (no magic byte, unknown schema id, truncated body, a schema lacking a field the
+keyword map reads) are counted and logged with topic and offset by the reader, never fatal.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
 import time
 from collections import deque
 from typing import Any, Iterator
@@ -20,7 +28,7 @@ import zmq
 from procs.common import Counters, GcPacer, Stop, base_parser, setup
 from protocols import sal, salrecord
 from protocols.config import InstanceConfig, load_keyword_map
-from protocols.envelope import EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
+from protocols.envelope import RESUMING, EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
 
 log = logging.getLogger("listener")
 REPLAY_BYTES = 48e6  # payload bytes the replay ring keeps, whatever the message count
@@ -94,6 +102,72 @@ class DdsBus:
                     yield component, name, frame, s.serialize(), (info.source_timestamp if info else None), cls
 
 
+class KafkaSource:
+    """The instance's topics on Kafka, as SAL records (format 1), in the listener's consumer group."""
+
+    COMMIT_EVERY_S = 0.05
+
+    def __init__(self, cfg: InstanceConfig, topics: list[tuple[str, str]], settings: Any | None = None):
+        from protocols import kafka_wire as kw
+        from protocols.bus import _sal_name
+        from protocols.kafka_bus import KafkaReader
+        from protocols.kafka_config import settings_from_env
+
+        self.settings = settings or settings_from_env(os.environ, default_subname="sal")
+        wanted: dict[str, set[str]] = {}
+        kmap = load_keyword_map(cfg)
+        self.by_name: dict[str, tuple[str, str, bytes, frozenset[str]]] = {}
+        for component, name in topics:
+            kt = kw.kafka_topic(self.settings.subname, component, _sal_name(component, name))
+            st = sal.get_topic(component, name)
+            ours = frozenset(st.field_map()) | frozenset(sal.PRIVATE_FIELDS)
+            self.by_name[kt.name] = (component, name, f"sal.{component}.{name}".encode(), ours)
+            wanted.setdefault(kt.name, set())
+        for k in kmap.keywords:
+            name = kw.kafka_topic(self.settings.subname, k.component, _sal_name(k.component, k.topic)).name
+            if name in wanted and k.field in sal.get_topic(k.component, k.topic).field_map():
+                wanted[name].add(k.field)
+        ktopics = [kw.parse_topic_name(n) for n in self.by_name]
+        self.reader = KafkaReader(self.settings, ktopics, f"hs-listener-{cfg.instrument}", wanted=wanted)
+        self.last_commit = 0.0
+
+    def start(self, registry_wait_s: float = 30.0) -> None:
+        self.reader.start(registry_wait_s=registry_wait_s)
+
+    def poll(self, timeout_s: float, counts: Counters) -> Iterator[tuple[bytes, bytes]]:
+        """(topic frame, SAL record) per good record."""
+        bad_before = sum(self.reader.bad.values())
+        for s in self.reader.poll(timeout=timeout_s):
+            component, name, frame, ours = self.by_name[s.topic.name]
+            try:
+                yield frame, avro_record(component, name, s.data, ours, s.kafka_time)
+            except Exception as exc:  # a value our type cannot carry: counted, never fatal
+                counts["malformed"] += 1
+                log.warning("malformed %s.%s sample dropped (%s offset %d): %s", component, name, s.topic.name, s.offset, exc)
+        counts["bad_records"] += sum(self.reader.bad.values()) - bad_before
+
+    def commit(self, force: bool = False) -> None:
+        """Commit what has been published (at most every COMMIT_EVERY_S unless ``force``)."""
+        now = time.monotonic()
+        if force or now - self.last_commit >= self.COMMIT_EVERY_S:
+            self.last_commit = now
+            self.reader.commit()
+
+    def close(self) -> None:
+        self.reader.close(commit=True)
+
+
+def avro_record(component: str, name: str, data: dict[str, Any], ours: frozenset[str], kafka_time: float) -> bytes:
+    """A decoded Kafka sample as the SAL record the DDS bus would have given (format 1): fields we do
+    not define (``private_revCode``, ``private_efdStamp``, ...) are left out; the Kafka record time
+    stands for the DDS source timestamp."""
+    idx = int(data.get("salIndex", 0))
+    fields = {k: v for k, v in data.items() if k in ours}
+    cdr = sal.make_sample(component, name, idx, **fields).serialize()
+    snd = data.get("private_sndStamp")
+    return salrecord.encode(cdr, idx, snd if isinstance(snd, float) else None, tai_now(), int(kafka_time * 1e9))
+
+
 try:  # Cyclone DDS's own take of serialized samples; the public take() decodes every sample
     from cyclonedds._clayer import ddspy_take as _take_raw
 except ImportError:  # pragma: no cover - another binding version
@@ -134,6 +208,9 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
     router.bind(cfg.endpoints.listener_router)
     status_sender = Sender(sender_id("listener-status", cfg.instrument))  # sal.* numbers stay contiguous
     ring: deque[tuple[int, list[bytes]]] = deque()
+    if cfg.bus == "kafka":
+        run_kafka(cfg, stop, topics, pub, router, ring)
+        return
     ring_bytes = 0
     bus = DdsBus(cfg.dds_domain, topics)
     log.info(
@@ -166,6 +243,53 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
         if time.monotonic() - last_status > 10:
             last_status = time.monotonic()
             pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", {"counts": counts.as_dict()}))
+    pub.close(linger=500)
+    router.close(linger=0)
+
+
+def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pub: zmq.Socket, router: zmq.Socket, ring: deque) -> None:
+    """The listener's loop on Kafka: publish each batch, then commit its offsets."""
+    sender = Sender(sender_id("listener", cfg.instrument) + RESUMING)
+    status_sender = Sender(sender_id("listener-status", cfg.instrument))
+    try:
+        source = KafkaSource(cfg, topics)
+    except ValueError as exc:  # settings: no registry named, a bad variable
+        log.error("cannot listen on Kafka: %s", exc)
+        raise SystemExit(2) from None
+    while not stop.requested:
+        try:
+            source.start(registry_wait_s=10.0)
+            break
+        except Exception as exc:  # noqa: BLE001 (registry or broker unreachable: said, retried)
+            log.error("Kafka bus not reachable, retrying in 2 s: %s", exc)
+            time.sleep(2.0)
+    else:
+        return
+    log.info("listening on Kafka (%s, group hs-listener-%s) to %d topics, publishing on %s",
+             source.settings.broker_addr, cfg.instrument, len(topics), cfg.endpoints.listener_pub)  # fmt: skip
+    counts = Counters()
+    ring_bytes = 0
+    last_status = time.monotonic()
+    pacer = GcPacer()
+    while not stop.requested:
+        before = counts["samples"]
+        for frame, payload in source.poll(0.2, counts):
+            frames = [frame, sender.envelope(), payload]
+            pub.send_multipart(frames)
+            ring.append((sender.seq, frames))
+            ring_bytes += len(payload)
+            while (ring_bytes > REPLAY_BYTES or len(ring) > cfg.listener_replay) and len(ring) > 1:
+                ring_bytes -= len(ring.popleft()[1][2])
+            counts["samples"] += 1
+        source.commit()
+        pacer.step(quiet=counts["samples"] == before)
+        serve_replays(router, ring, sender, counts)
+        if time.monotonic() - last_status > 10:
+            last_status = time.monotonic()
+            counts["bad_records"] = sum(source.reader.bad.values())
+            pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", {"counts": counts.as_dict(), "bad": dict(source.reader.bad)}))
+    source.commit(force=True)
+    source.close()
     pub.close(linger=500)
     router.close(linger=0)
 
