@@ -153,6 +153,7 @@ __all__ = [
     "observed_pointing",
     "eop_status",
     "preload",
+    "usable_time",
 ]
 
 TAI_UTC_NOTE = "SAL timestamps are TAI unix seconds: UTC unix time + (TAI-UTC)"
@@ -170,6 +171,21 @@ _SITE_LON_RAD, _SITE_LAT_RAD, _SITE_HEIGHT_M = (
     float(v) for v in erfa.gc2gd(erfa.WGS84, _SITE_XYZ_M)
 )
 _HALF_DAY_S = 43200.0
+#: SAL times this module accepts: 1970 to 2200 (TAI unix seconds). Beyond, dates are not FITS
+#: dates (five-digit years) and ERFA refuses them; NaN and infinity never are times.
+MAX_TAI_UNIX = 7.25e9
+
+
+def usable_time(x: Any) -> float | None:
+    """``x`` as TAI unix seconds if it is a real number in [1970, 2200), else None."""
+    if isinstance(x, (float, int, np.floating, np.integer)) and not isinstance(x, (bool, np.bool_)):
+        try:
+            xf = float(x)
+        except OverflowError:
+            return None
+        if 0.0 <= xf < MAX_TAI_UNIX:
+            return xf
+    return None
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ undefined value is a keyword with a blank value field, never a made-up number.
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -176,3 +177,69 @@ def _structural_extension() -> tuple[str, ...]:
 def structural_extension() -> list[str]:
     """Mandatory leading cards of a header-only IMAGE extension."""
     return list(_structural_extension())
+
+
+#: Keywords whose value type the FITS standard fixes: fitsverify reports an error (not a warning)
+#: when one of them is written undefined or with another type. Indexed WCS families take any axis
+#: numbers and an alternate-description letter.
+_TYPED_NAMES = {
+    "str": ("OBJECT", "TELESCOP", "INSTRUME", "OBSERVER", "ORIGIN", "AUTHOR", "REFERENC", "BUNIT", "EXTNAME",
+            "RADESYS", "RADECSYS", "SPECSYS", "SSYSOBS", "SSYSSRC", "XTENSION"),
+    "date": ("DATE", "DATE-OBS", "DATE-BEG", "DATE-END", "DATE-AVG", "DATEREF"),
+    "int": ("BLANK", "EXTLEVEL", "EXTVER", "WCSAXES", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT"),
+    "float": ("BSCALE", "BZERO", "DATAMAX", "DATAMIN", "EPOCH", "EQUINOX", "LATPOLE", "LONPOLE", "MJD-AVG", "MJD-OBS",
+              "OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z", "RESTFRQ", "RESTWAV", "VELANGL", "VELOSYS", "ZSOURCE"),
+    "bool": ("SIMPLE", "EXTEND"),
+}  # fmt: skip
+_TYPED_FAMILIES = (
+    (re.compile(r"(CTYPE|CUNIT|CNAME)\d{1,2}[A-Z]?|PS\d{1,2}_\d{1,2}[A-Z]?|(RADESYS|SPECSYS|SSYSOBS|SSYSSRC)[A-Z]"), "str"),
+    (re.compile(r"(CRVAL|CRPIX|CDELT|CRDER|CSYER)\d{1,2}[A-Z]?|CROTA\d{1,2}|(PC|CD|PV)\d{1,2}_\d{1,2}[A-Z]?"), "float"),
+    (re.compile(r"(LONPOLE|LATPOLE|RESTFRQ|RESTWAV|VELOSYS|ZSOURCE)[A-Z]"), "float"),
+    (re.compile(r"WCSAXES[A-Z]"), "int"),
+)
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?)?")
+
+
+@lru_cache(maxsize=4096)
+def fits_type(key: str) -> str | None:
+    """The value type FITS fixes for ``key`` (str, date, int, float, bool), or None if it is free."""
+    for kind, names in _TYPED_NAMES.items():
+        if key in names:
+            return kind
+    for pattern, kind in _TYPED_FAMILIES:
+        if pattern.fullmatch(key):
+            return kind
+    return None
+
+
+def _is_fits_date(text: str) -> bool:
+    m = _DATE.fullmatch(text)
+    if not m:
+        return False
+    _, month, day, hour, minute, second = (int(g) if g else 0 for g in m.groups())
+    return 1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 60
+
+
+def typed_value(key: str, value: Any) -> tuple[Any, str | None]:
+    """``value`` fit for a keyword whose type FITS fixes, or None with the reason it is not."""
+    kind = fits_type(key)
+    if kind is None or value is None:
+        return value, None
+    if kind in ("str", "date"):
+        if not isinstance(value, str):
+            return None, f"{key} must be a string, not {type(value).__name__}"
+        if kind == "date" and not _is_fits_date(value):
+            return None, f"{value[:40]!r} is not a FITS date (YYYY-MM-DD[Thh:mm:ss[.s]])"
+        return value, None
+    if kind == "bool":
+        return (value, None) if isinstance(value, bool) else (None, f"{key} must be a logical value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"{key} must be a number, not {type(value).__name__}"
+    if kind == "int":
+        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+            return None, f"{key} must be an integer, not {value!r}"
+        return int(value), None
+    try:
+        return float(value), None
+    except OverflowError:
+        return None, f"{key}: {value!r:.30} does not fit a floating-point value"

@@ -8,6 +8,8 @@ deterministic in its inputs, so real-time and catch-up produce identical values.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -15,7 +17,7 @@ from typing import Any, Callable
 
 from header import astro, geometry
 from header.wcs import default_wcs
-from header.cards import CardError, format_card, structural_extension, structural_primary
+from header.cards import CardError, fits_type, format_card, sanitize_text, structural_extension, structural_primary, typed_value
 from header.fitsfile import checksum_cards, encode_hdu, split_cards
 from header.keywords import Resolved, reduce_keyword, split_list
 from protocols.config import CardTemplate, InstanceConfig, KeywordMap, KeywordSource
@@ -26,6 +28,7 @@ SOFTWARE_VERSION = "1.0.0"
 AIRMASS_TOLERANCE = 0.01  # relative disagreement beyond which AMSTART/AMEND are flagged
 HA_TOLERANCE_HOURS = 10.0 / 3600.0  # 10 s of time
 SCHEDULER_AIRMASS_TOLERANCE = 0.05
+MAX_NOTE = 2000  # characters of HDRNOTE (the reasons; the provenance keeps them whole)
 CAMERA_EVENTS = ("startIntegration", "startReadout", "endReadout", "endOfImageTelemetry", "imageReadoutParameters")
 
 
@@ -145,38 +148,64 @@ class Sensor:
 
 def _sample_for(src: KeywordSource, inputs: ExposureInputs, camera: str) -> dict[str, Any] | None:
     if src.component == camera and src.topic in CAMERA_EVENTS:
-        return inputs.events.get(src.topic)
-    return inputs.snapshots.get(src.when, {}).get(src.topic_key)
+        sample = inputs.events.get(src.topic)
+    else:
+        sample = (inputs.snapshots.get(src.when) or {}).get(src.topic_key)
+    return sample if isinstance(sample, dict) else None
+
+
+MAX_READOUT_PIXELS = 10000  # prescan/overscan sizes beyond this are not a readout geometry
+MAX_SENSORS = 256  # the largest focal plane (LSSTCam) has 205
+SENSOR_NAME = re.compile(r"R\d\d_S(?:\d\d|[GW][01])")
+
+
+def _data(sample: Any) -> dict[str, Any]:
+    data = sample.get("data") if isinstance(sample, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+@lru_cache(maxsize=64)
+def _sensor_names(reported: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(loc for loc in reported if SENSOR_NAME.fullmatch(loc)))[:MAX_SENSORS]
 
 
 def sensors_of(inputs: ExposureInputs, cfg: InstanceConfig) -> tuple[list[Sensor], str | None]:
-    """The sensors the camera reports (focalPlaneSummaryInfo), with readout geometry per sensor."""
+    """The sensors the camera reports (focalPlaneSummaryInfo), with readout geometry per sensor.
+
+    Only names of sensors (``Rxx_Syy``, ``Rxx_SG0``...) are taken, each once and at most
+    ``MAX_SENSORS``: a corrupted list cannot make HDUs for sensors that do not exist."""
     key = f"{cfg.camera}.focalPlaneSummaryInfo:0"
-    fp = inputs.snapshots.get("start", {}).get(key)
+    fp = _data((inputs.snapshots.get("start") or {}).get(key))
+    reported = split_list(fp.get("ccdLocation", ""))
+    locs = list(_sensor_names(tuple(reported)))
     note = None
-    if fp and split_list(fp["data"].get("ccdLocation", "")):
-        locs = split_list(fp["data"]["ccdLocation"])
-        vendors = split_list(fp["data"].get("ccdManufacturer", ""))
+    if locs:
+        vendors = split_list(fp.get("ccdManufacturer", ""))
+        if len(locs) != len(reported):
+            note = f"focalPlaneSummaryInfo lists {len(reported) - len(locs)} unknown or repeated sensor(s): ignored"
     else:
         locs = list(cfg.sensors_nominal)
         vendors = []
-        note = "focalPlaneSummaryInfo not received: nominal sensor list used"
+        note = "focalPlaneSummaryInfo not received or without a known sensor: nominal sensor list used"
+    index = {loc: i for i, loc in enumerate(reported)}
     sensors = []
-    for i, loc in enumerate(locs):
-        vendor = vendors[i].upper() if i < len(vendors) and vendors[i] else "ITL"
+    for loc in locs:
+        i = index.get(loc, -1)
+        vendor = vendors[i].upper() if 0 <= i < len(vendors) and vendors[i] else "ITL"
         sensors.append(Sensor(loc, "E2V" if vendor.startswith("E2V") else "ITL"))
-    rp = inputs.events.get("imageReadoutParameters")
-    if rp:
-        d = rp["data"]
+    d = _data(inputs.events.get("imageReadoutParameters"))
+    if d:
         order = {loc: i for i, loc in enumerate(split_list(d.get("ccdLocation", "")))}
         for s in sensors:
             if s.location in order:
                 i = order[s.location]
                 for f in ("preCols", "overCols", "overRows"):
                     v = d.get(f)
-                    if isinstance(v, list) and i < len(v) and isinstance(v[i], int) and v[i] > 0:
-                        s.readout[f] = v[i]
-                    elif isinstance(v, int) and not isinstance(v, bool) and v > 0 and len(order) == 1:
+                    if isinstance(v, list) and i < len(v):
+                        v = v[i]
+                    elif len(order) != 1:
+                        continue
+                    if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_READOUT_PIXELS:
                         s.readout[f] = v
     return sensors, note
 
@@ -243,12 +272,29 @@ _REDUCED_KEPT = 4096  # reduced keywords: several headers' worth for the largest
 
 
 def _event_time(inputs: ExposureInputs, topic: str, field_name: str) -> float | None:
+    """A time field of one of the exposure's camera events, if it is a usable time (> 0)."""
     ev = inputs.events.get(topic)
-    if ev:
-        v = ev["data"].get(field_name)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-            return float(v)
+    data = ev.get("data") if isinstance(ev, dict) else None
+    if isinstance(data, dict):
+        v = astro.usable_time(data.get(field_name))
+        if v:
+            return v
     return None
+
+
+MAX_EXPOSURE_S = 86400.0  # longer is not an exposure time: the end is then unknown
+
+
+def usable_duration(v: Any) -> float | None:
+    """``v`` as seconds if it is a real number in [0, 1 day] (an exposure time, a timeout), else None."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= MAX_EXPOSURE_S:
+        return float(v)
+    return None
+
+
+def _duration(inputs: ExposureInputs, topic: str, field_name: str) -> float | None:
+    """A duration field of one of the exposure's camera events (see :func:`usable_duration`)."""
+    return usable_duration(_data(inputs.events.get(topic)).get(field_name))
 
 
 class Computer:
@@ -263,8 +309,8 @@ class Computer:
         self.complete = complete
         self.beg = _event_time(inputs, "endOfImageTelemetry", "timestampDateObs") or _event_time(
             inputs, "startIntegration", "timestampAcquisitionStart"
-        ) or inputs.points.get("start")
-        exptime = _event_time(inputs, "startIntegration", "exposureTime") or 0.0
+        ) or astro.usable_time(inputs.points.get("start"))
+        exptime = _duration(inputs, "startIntegration", "exposureTime") or 0.0
         self.end = _event_time(inputs, "endOfImageTelemetry", "timestampDateEnd") or (
             self.beg + exptime if self.beg else None
         )
@@ -283,6 +329,8 @@ class Computer:
     def _pointing(self) -> tuple[float, float] | None:
         ra, dec = self.resolved.get("RA"), self.resolved.get("DEC")
         if ra is None or dec is None or not ra.defined or not dec.defined:
+            return None
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (ra.value, dec.value)):
             return None
         return float(ra.value), float(dec.value)
 
@@ -316,7 +364,7 @@ class Computer:
         return 90.0 - altaz[0] if altaz else None
 
     def _pointing_at(self, point: str) -> float | None:
-        return self.inputs.points.get(point)
+        return astro.usable_time(self.inputs.points.get(point))
 
     def _observed(self, point: str) -> tuple[float, float, float, float | None] | None:
         """(alt, az, ha_hours, airmass) of the commanded pointing at a collection point (memoized)."""
@@ -365,7 +413,10 @@ class Computer:
             ("HAEND", "ha_end", HA_TOLERANCE_HOURS),
         ):
             r = self.resolved.get(kw)
-            mine = self.value(name)
+            try:
+                mine = self.value(name)
+            except COMPUTE_ERRORS:
+                continue
             if r is None or not r.defined or mine is None or not isinstance(r.value, (int, float)):
                 continue
             diff = float(r.value) - mine
@@ -382,7 +433,7 @@ class Computer:
     def c_scheduler_airmass_check(self) -> str | None:
         sched = self.resolved.get("SCHAIRMS")
         mine = self.value("airmass_start")
-        if sched is None or not sched.defined or mine is None:
+        if sched is None or not sched.defined or mine is None or not isinstance(sched.value, (int, float)):
             return None
         diff = float(sched.value) - mine
         return "OK" if abs(diff) <= SCHEDULER_AIRMASS_TOLERANCE else f"DISAGREE by {diff:+.3f}"
@@ -400,7 +451,7 @@ class Computer:
             return {}
         try:
             return geometry_wcs(p[0], p[1], float(rot.value), self.cfg.instrument, sensor)
-        except ValueError:
+        except COMPUTE_ERRORS:
             return {}
 
     def c_tstand(self) -> str | None:
@@ -425,16 +476,49 @@ RESERVED = {
 }
 
 
-def _card(key: str, value: Any, comment: str, reason: str | None, errors: list[str]) -> list[str]:
-    if value is None and key in RESERVED:
-        return []
-    if value is None and reason:
-        comment = f"{comment} [undefined: {reason}]" if comment else f"undefined: {reason}"
+@dataclass
+class Notes:
+    """What rendering found about the cards: values that could not be written (``errors``) and,
+    for every keyword written without its value or left out, why (``undefined``, for the
+    provenance; a sensor's or segment's own cards are named ``<sensor>:<KEY>``)."""
+
+    errors: list[str] = field(default_factory=list)
+    undefined: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: "Notes") -> None:
+        if other.errors:
+            self.errors.extend(other.errors)
+        if other.undefined:
+            self.undefined.update(other.undefined)
+
+
+def _card(key: str, value: Any, comment: str, reason: str | None, notes: Notes, where: str | None = None) -> list[str]:
+    """The card images of one keyword; a value that cannot be written makes it undefined with the
+    reason in its comment and in ``notes``.
+
+    A keyword whose type FITS fixes (:func:`header.cards.fits_type`) is never written blank, which
+    fitsverify reports as an error: a string one is written as the empty string, any other is left out."""
+    kind = fits_type(key)
+    if value is not None and kind is not None:
+        value, bad = typed_value(key, value)
+        if bad:
+            notes.errors.append(f"{key}: {bad}")
+            reason = bad
+    if value is None:
+        why = reason or "no value"
+        omitted = key in RESERVED or (kind is not None and kind != "str")
+        notes.undefined[f"{where}:{key}" if where else key] = f"left out: {why}" if omitted else why
+        if omitted:
+            return []
+        comment = f"{comment} [undefined: {why}]".lstrip()
+        value = "" if kind == "str" else None
     try:
         return format_card(key, value, comment)
     except CardError as exc:
-        errors.append(f"{key}: {exc}")
-        return format_card(key, None, f"{comment} [undefined: {exc}]")
+        notes.errors.append(f"{key}: {exc}")
+        if value is None or value == "":
+            return []  # the keyword itself cannot be written (templates and operator cards are checked before)
+        return _card(key, None, comment, str(exc), notes, where)
 
 
 def _render(
@@ -442,7 +526,7 @@ def _render(
     resolved: dict[str, Resolved],
     compute: Callable[[str], Any],
     sensor: str | None,
-    errors: list[str],
+    notes: Notes,
     fallbacks: dict[str, str] | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
 ) -> list[str]:
@@ -452,21 +536,15 @@ def _render(
         kind = t.kind
         if overrides and t.key in overrides and kind == "static":
             o = overrides[t.key]
-            cards += _card(t.key, o.get("value"), o.get("comment") or t.comment, None, errors)
+            cards += _card(t.key, o.get("value"), o.get("comment") or t.comment, None, notes, sensor)
         elif kind == "static":
-            cards += _card(t.key, t.value, t.comment, None, errors)
+            cards += _card(t.key, t.value, t.comment, None, notes, sensor)
         elif kind == "computed":
             assert t.computed is not None
-            try:
-                v, why = compute(t.computed), None
-            except CardError as exc:
-                errors.append(f"{t.key}: {exc}")
-                v, why = None, str(exc)
+            v, why = _computed(compute, t.computed, t.key, notes)
             if v is None and t.optional:
                 continue
-            if v is None and why is None:
-                why = "cannot be computed from the inputs"
-            cards += _card(t.key, v, t.comment, why, errors)
+            cards += _card(t.key, v, t.comment, why, notes, sensor)
         else:
             r = resolved.get(t.key)
             if r is None:
@@ -477,13 +555,28 @@ def _render(
             else:
                 value, reason = r.value, r.reason
             if value is None and t.fallback:
-                value = compute(t.fallback)
+                value, _ = _computed(compute, t.fallback, t.key, notes)
                 if value is not None and fallbacks is not None:
                     fallbacks[t.key] = f"computed ({t.fallback}): {reason}"
             if value is None and t.optional:
                 continue
-            cards += _card(t.key, value, t.comment, reason, errors)
+            cards += _card(t.key, value, t.comment, reason, notes, sensor)
     return cards
+
+
+#: What a computation from hostile inputs may raise (astropy and ERFA on absurd times, arithmetic
+#: on absurd numbers): the value is then undefined with this reason, never a failed header.
+COMPUTE_ERRORS = (CardError, ValueError, ArithmeticError, TypeError)
+
+
+def _computed(compute: Callable[[str], Any], name: str, key: str, notes: Notes) -> tuple[Any, str | None]:
+    """A computed value, or None with the reason it cannot be computed."""
+    try:
+        v = compute(name)
+    except COMPUTE_ERRORS as exc:
+        notes.errors.append(f"{key}: {name} cannot be computed: {exc}")
+        return None, f"cannot be computed: {str(exc)[:120]}"
+    return v, None if v is not None else "cannot be computed from the inputs"
 
 
 #: Computed values that differ from sensor to sensor (see :meth:`Sensor.values`).
@@ -500,7 +593,7 @@ def _varies_by_sensor(t: CardTemplate, resolved: dict[str, Resolved]) -> bool:
     return False
 
 
-_SENSOR_HDU_MEMO: "OrderedDict[tuple, tuple[tuple[str, ...], list[str]]]" = OrderedDict()
+_SENSOR_HDU_MEMO: "OrderedDict[tuple, tuple[tuple[str, ...], Notes]]" = OrderedDict()
 _SENSOR_HDU_KEPT = 1024  # encoded sensor HDUs: two LSSTCam headers' worth and more
 
 
@@ -520,18 +613,23 @@ def _entry_key(
             return None
         try:
             return ("computed", comp.value(t.computed or ""))
-        except CardError as exc:
+        except COMPUTE_ERRORS as exc:
             return ("error", str(exc))
     r = resolved.get(t.key)
     if r is None:
         return None
     value = r.per_sensor.get(location) if r.per_sensor is not None else r.value
-    fallback = comp.value(t.fallback) if value is None and t.fallback and not own(t.fallback) else None
+    fallback = None
+    if value is None and t.fallback and not own(t.fallback):
+        try:
+            fallback = comp.value(t.fallback)
+        except COMPUTE_ERRORS as exc:
+            fallback = ("error", str(exc))
     return (value, r.reason, fallback)
 
 
 def sensor_plan(
-    template: list[CardTemplate], resolved: dict[str, Resolved], comp: "Computer", errors: list[str]
+    template: list[CardTemplate], resolved: dict[str, Resolved], comp: "Computer", notes: Notes
 ) -> list[tuple[list[str], list[CardTemplate]]]:
     """The sensor template split into runs: cards common to every sensor, rendered once per header,
     each followed by the entries rendered per sensor. A 205-sensor header then formats its common
@@ -543,12 +641,12 @@ def sensor_plan(
         else:
             if plan[-1][1]:
                 plan.append(([], []))
-            plan[-1][0].extend(_render([t], resolved, comp.value, None, errors))
+            plan[-1][0].extend(_render([t], resolved, comp.value, None, notes))
     return plan
 
 
 def segment_hdus(
-    templates: Templates, resolved: dict[str, Resolved], comp: "Computer", s: Sensor, index: int, errors: list[str]
+    templates: Templates, resolved: dict[str, Resolved], comp: "Computer", s: Sensor, index: int, notes: Notes
 ) -> list[tuple[list[str], str]]:
     """The segment HDUs of one sensor, in readout order (10..17, 07..00); memoized on the sensor
     and on whatever else the segment template reads."""
@@ -557,16 +655,16 @@ def segment_hdus(
     key = (id(templates.segment), s.location, s.vendor, tuple(sorted(s.readout.items())), index, deps)
     hit = _SEGMENT_MEMO.get(key)
     if hit is None:
-        errs: list[str] = []
-        hit = (tuple((tuple(c), n) for c, n in _segment_hdus(templates, resolved, comp, s, index, errs)), errs)
+        own = Notes()
+        hit = (tuple((tuple(c), n) for c, n in _segment_hdus(templates, resolved, comp, s, index, own)), own)
         _SEGMENT_MEMO[key] = hit
         while len(_SEGMENT_MEMO) > _SEGMENT_KEPT:
             _SEGMENT_MEMO.popitem(last=False)
-    errors.extend(hit[1])
+    notes.merge(hit[1])
     return [(list(c), n) for c, n in hit[0]]
 
 
-_SEGMENT_MEMO: "OrderedDict[tuple, tuple[tuple[tuple[tuple[str, ...], str], ...], list[str]]]" = OrderedDict()
+_SEGMENT_MEMO: "OrderedDict[tuple, tuple[tuple[tuple[tuple[str, ...], str], ...], Notes]]" = OrderedDict()
 _SEGMENT_KEPT = 256  # sensors' segment sets
 
 
@@ -578,7 +676,7 @@ def _segment_value_names(vendor: str, n_segments: int) -> frozenset[str]:
 
 
 def _segment_hdus(
-    templates: Templates, resolved: dict[str, Resolved], comp: "Computer", s: Sensor, index: int, errors: list[str]
+    templates: Templates, resolved: dict[str, Resolved], comp: "Computer", s: Sensor, index: int, notes: Notes
 ) -> list[tuple[list[str], str]]:
     out = []
     for seg in geometry.segment_names(s.n_segments):
@@ -589,7 +687,7 @@ def _segment_hdus(
         def seg_compute(name: str, values: dict[str, Any] = values) -> Any:
             return values[name] if name in values else comp.value(name)
 
-        out.append((structural_extension() + _render(templates.segment, resolved, seg_compute, s.location, errors), f"{s.location}/{geo['EXTNAME']}"))
+        out.append((structural_extension() + _render(templates.segment, resolved, seg_compute, s.location, notes), f"{s.location}/{geo['EXTNAME']}"))
     return out
 
 
@@ -607,22 +705,23 @@ def compose_header(
     reasons = list(inputs.reasons)
     complete = not reasons
     comp = Computer(cfg, inputs, resolved, now_tai, version, complete)
-    errors: list[str] = []
+    notes = Notes()
 
     fallbacks: dict[str, str] = {}
     overrides = inputs.overrides or {}
     primary = structural_primary() + _render(
-        templates.primary, resolved, comp.value, None, errors, fallbacks, overrides
+        templates.primary, resolved, comp.value, None, notes, fallbacks, overrides
     )
     template_keys = {t.key for t in templates.primary}
     for key, o in overrides.items():
         if key not in template_keys:
-            primary += _card(key, o.get("value"), o.get("comment", "set by operator command"), None, errors)
+            primary += _card(key, o.get("value"), o.get("comment", "set by operator command"), None, notes)
     if reasons:
-        primary += _card("HDRNOTE", "; ".join(reasons), "why this header is incomplete", None, errors)
+        note = sanitize_text("; ".join(str(r) for r in reasons))
+        primary += _card("HDRNOTE", note[:MAX_NOTE], "why this header is incomplete", None, notes)
     hdus = [primary]
     names = ["PRIMARY"]
-    plan = sensor_plan(templates.sensor, resolved, comp, errors)
+    plan = sensor_plan(templates.sensor, resolved, comp, notes)
     common_sig = (id(templates.sensor), tuple(tuple(c) for c, _ in plan), comp.wcs_inputs())
     sensor_hdus: dict[int, list[str]] = {}  # HDU position -> encoded cards, for the sensor HDUs
     keyed = [t for _, varying in plan for t in varying if t.kind != "computed"]  # computed ones are the sensor's own
@@ -631,7 +730,7 @@ def compose_header(
                tuple([_entry_key(t, resolved, comp, s.location, _is_sensor_value) for t in keyed]))
         hit = _SENSOR_HDU_MEMO.get(key)
         if hit is None:
-            errs: list[str] = []
+            own = Notes()
             extra = s.values(index)
             wcs_cards = comp.wcs(s)
 
@@ -644,17 +743,18 @@ def compose_header(
             for common, varying in plan:
                 cards += common
                 if varying:
-                    cards += _render(varying, resolved, sensor_compute, s.location, errs)
-            hit = (encoded_hdu(tuple(cards)), errs)
+                    cards += _render(varying, resolved, sensor_compute, s.location, own)
+            hit = (encoded_hdu(tuple(cards)), own)
             _SENSOR_HDU_MEMO[key] = hit
             while len(_SENSOR_HDU_MEMO) > _SENSOR_HDU_KEPT:
                 _SENSOR_HDU_MEMO.popitem(last=False)
-        errors.extend(hit[1])
+        if hit[1].errors or hit[1].undefined:
+            notes.merge(hit[1])
         sensor_hdus[len(hdus)] = list(hit[0])
         hdus.append(sensor_hdus[len(hdus)])
         names.append(s.location)
         if cfg.segments_in_file:
-            for seg_hdu, seg_name in segment_hdus(templates, resolved, comp, s, index, errors):
+            for seg_hdu, seg_name in segment_hdus(templates, resolved, comp, s, index, notes):
                 hdus.append(seg_hdu)
                 names.append(seg_name)
 
@@ -671,7 +771,8 @@ def compose_header(
         "points": inputs.points,
         "sensors": [s.location for s in sensors],
         "sensor_note": sensor_note,
-        "card_errors": errors,
+        "card_errors": notes.errors,
+        "undefined": notes.undefined,
         "computed_fallbacks": fallbacks,
         "overrides": {"version": inputs.overrides_version, "cards": overrides},
         "template_cards": template_sources(templates, cfg, overrides, inputs.overrides_version),
@@ -750,9 +851,8 @@ class SensorContext:
         index, sensor = self.sensors[location]
         sensor_cards = next(h for h in self.hdus[1:] if any(c.startswith("EXTNAME") and f"'{location}" in c for c in h))
         merged = list(encoded_hdu(tuple(merge_cards(self.hdus[0], sensor_cards))))
-        errors: list[str] = []
         segments = [
             {"name": name, "cards": split_cards(encode_hdu(cards))}
-            for cards, name in segment_hdus(self.templates, self.resolved, self.computer, sensor, index, errors)
+            for cards, name in segment_hdus(self.templates, self.resolved, self.computer, sensor, index, Notes())
         ]
         return {"sensor": location, "cards": merged, "segments": segments}

@@ -78,14 +78,21 @@ def _scaled(src: KeywordSource, value: Any) -> Any:
     return value
 
 
-def _time_series_element(sample: dict[str, Any], values: list[Any], at: float) -> Any:
-    """The element of a 100-sample array (10 ms apart from cRioTimestamp) closest to ``at``."""
-    t0 = sample["data"].get("cRioTimestamp") or sample["sndStamp"]
-    n = len(values)
-    if n == 0:
-        return None
-    idx = int(round((at - float(t0)) / 0.01))
-    return values[min(max(idx, 0), n - 1)]
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _time_series_element(sample: dict[str, Any], values: list[Any], at: float) -> tuple[Any, str | None]:
+    """The element of a 100-sample array (10 ms apart from cRioTimestamp) closest to ``at``, or
+    None with the reason when the array has no usable time origin."""
+    data = sample.get("data") or {}
+    t0 = data.get("cRioTimestamp") or sample.get("sndStamp")
+    if not values:
+        return None, "time series is empty"
+    offset = (at - float(t0)) / 0.01 if _finite(t0) and _finite(at) else math.nan
+    if not math.isfinite(offset):
+        return None, f"time series has no usable time origin (cRioTimestamp {t0!r:.30})"
+    return values[round(min(max(offset, 0.0), len(values) - 1.0))], None
 
 
 def reduce_keyword(
@@ -106,16 +113,20 @@ def reduce_keyword(
         res.reason = f"no {src.component}.{src.topic} sample at or before the collection time"
         return res
     if sample is not None:
-        res.sample_time = sample.get("sndStamp")
-        if max_age is not None and not isinstance(res.sample_time, (int, float)):
+        res.sample_time = sample.get("sndStamp") if _finite(sample.get("sndStamp")) else None
+        if max_age is not None and res.sample_time is None:
             res.reason = f"{src.component}.{src.topic} sample has no private_sndStamp: its age is unknown"
             return res
         if max_age is not None and res.sample_time is not None and at - res.sample_time > max_age:
             res.reason = f"stale: sample is {at - res.sample_time:.1f} s old (max {max_age:g} s)"
             return res
-    data = sample["data"] if sample is not None else {}
+    data = sample.get("data") if sample is not None else {}
+    if not isinstance(data, dict):
+        res.reason = f"sample of {src.component}.{src.topic} has no data"
+        return res
     if src.monitor:
-        return _reduce_monitor(src, res, [s["data"] for s in (window or [])] + ([data] if data else []))
+        datas = [s["data"] for s in (window or []) if isinstance(s, dict) and isinstance(s.get("data"), dict)]
+        return _reduce_monitor(src, res, datas + ([data] if data else []))
     if src.field not in data:
         res.reason = f"sample of {src.component}.{src.topic} has no field {src.field}"
         return res
@@ -144,7 +155,10 @@ def reduce_keyword(
             return res
         raw = raw[src.element]
     elif kind == "time_series":
-        raw = _time_series_element(sample or {}, raw if isinstance(raw, list) else [raw], at)
+        raw, why = _time_series_element(sample or {}, raw if isinstance(raw, list) else [raw], at)
+        if why:
+            res.reason = why
+            return res
     elif kind == "enum":
         return _enum(src, res, raw)
     if isinstance(raw, list):
@@ -156,8 +170,10 @@ def reduce_keyword(
     if src.convert == "tai_iso":
         from header.astro import tai_iso
 
-        if not isinstance(value, (int, float)) or value <= 0:
-            res.reason = f"{src.field} is not a timestamp: {value!r}"
+        from header.astro import usable_time
+
+        if not usable_time(value):
+            res.reason = f"{src.field} is not a timestamp: {value!r:.40}"
             return res
         value = tai_iso(float(value))
     res.value = value
@@ -186,7 +202,7 @@ def _type_mismatch(src: KeywordSource, raw: Any) -> str | None:
 
 def _enum(src: KeywordSource, res: Resolved, raw: Any) -> Resolved:
     assert src.enum is not None
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or int(raw) != raw:
+    if not _finite(raw) or int(raw) != raw:
         res.reason = f"enum value {raw!r} is not an integer"
         return res
     if int(raw) not in src.enum:

@@ -24,7 +24,7 @@ from procs.common import Counters, GcPacer, Stop, base_parser, drain, setup
 from procs.journal import read_json, write_json_atomic
 from protocols import messages, sal, salrecord
 from protocols.config import InstanceConfig
-from protocols.envelope import Envelope, EnvelopeError, GapTracker, Sender, decode, resumes, sender_id, split_identity
+from protocols.envelope import Envelope, EnvelopeError, GapTracker, Sender, check_frames, decode, resumes, sender_id, split_identity
 
 log = logging.getLogger("cache")
 REFILL_AFTER = 5.0  # s after an outage closes before samples inside it count as a replay
@@ -116,9 +116,11 @@ class Store:
 
     def add(self, topic_frame: bytes, raw: bytes) -> tuple[str, float]:
         """Store one SAL record under its topic; returns its key and TAI time."""
-        sal_index, t, _rcv, _src = salrecord.peek(raw)
+        sal_index, t, rcv, _src = salrecord.peek(raw)
         if t is None or t <= 0:
             raise ValueError(f"sample has no usable private_sndStamp: {t!r}")
+        if rcv > 0 and t > rcv + salrecord.FUTURE_SLACK:  # would empty the topic's history (its horizon)
+            raise ValueError(f"sample stamped {t - rcv:.0f} s after its reception refused (private_sndStamp {t!r})")
         key = self.key_of(topic_frame, sal_index)
         self.histories[key].add(t, raw, self.max_samples, self.max_age, self.max_topic_bytes)
         return key, t
@@ -309,8 +311,7 @@ class CacheServer:
     def on_sample(self, frames: list[bytes]) -> None:
         """One listener message: the envelope is checked, the record stored as it came."""
         try:
-            if len(frames) != 3:
-                raise EnvelopeError(f"expected 3 frames (topic, envelope, payload), got {len(frames)}")
+            check_frames(frames)
             env = Envelope.decode(frames[1])
             st = self.gaps.check(env)
             if st.duplicate:

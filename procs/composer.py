@@ -10,6 +10,7 @@ snapshots as of each collection point's own event time, composes the header (pur
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 import zmq
 
 from header import astro
-from header.compose import CAMERA_EVENTS, ExposureInputs, Templates, compose_header
+from header.compose import CAMERA_EVENTS, ComposedHeader, ExposureInputs, Templates, compose_header, usable_duration
 from procs.common import Counters, GcPacer, Stop, base_parser, drain, setup
 from procs.journal import AppendLog, read_json, write_json_atomic
 from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_template
@@ -27,6 +28,7 @@ from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender
 from protocols.csc_state import CscStateFollower, ErrorCode, fault_frames
 from protocols.messages import CacheClient, CacheUnavailable, topic_key
 from protocols.names import IMAGE_NAME
+from protocols.salrecord import FUTURE_SLACK
 
 log = logging.getLogger("composer")
 DONE_KEPT = 5000  # composed images remembered in the journal
@@ -39,6 +41,8 @@ CACHE_TRIES = 4  # cache requests (5 s each) before a header is written without 
 FILL_WINDOW = 4 * 3600.0  # s of cache history searched for an image's missing events
 PRECOMPOSE_AT = ("startReadout", "imageReadoutParameters")  # the readout geometry comes with the latter
 RECENT_HEADERS = 20  # headers kept in memory to answer per-sensor requests
+PAST_SLACK = 366 * 86400.0  # s behind its reception beyond which an event's stamp is not believed
+DEFAULT_TIMEOUT_EXTRA = 30.0  # s after the exposure time when startIntegration gives no usable timeout
 
 
 @dataclass
@@ -114,7 +118,8 @@ def collection_points(ev: dict[str, dict[str, Any]]) -> dict[str, float]:
     if ro:
         points["readout"] = ro["sndStamp"]
     elif start:
-        points["readout"] = start["sndStamp"] + float(start["data"].get("exposureTime") or 0.0)
+        data = start.get("data") if isinstance(start.get("data"), dict) else {}
+        points["readout"] = start["sndStamp"] + (usable_duration(data.get("exposureTime")) or 0.0)
     end = ev.get("endOfImageTelemetry")
     if end:
         points["end"] = end["sndStamp"]
@@ -123,6 +128,34 @@ def collection_points(ev: dict[str, dict[str, Any]]) -> dict[str, float]:
     elif points:
         points["end"] = max(points.values())
     return points
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def bounded_event_time(sample: dict[str, Any], now_tai: float) -> tuple[float, str | None]:
+    """The time a camera event counts at, and why it is not its own ``private_sndStamp``.
+
+    An event stamped far from when it was received (``rcvStamp``, the listener's clock; the
+    present when unknown) has a broken clock behind it: believed, a stamp of 2065 would move the
+    deadline clock decades ahead and make every later exposure late at once. Such an event counts
+    at its reception time instead, and its header says so."""
+    snd, rcv = sample.get("sndStamp"), sample.get("rcvStamp")
+    ref = float(rcv) if _finite(rcv) and rcv > 0 else now_tai
+    if not _finite(snd):
+        return ref, f"private_sndStamp {snd!r} is not a time: its reception time {ref:.3f} used"
+    if snd > ref + FUTURE_SLACK:
+        return ref, f"private_sndStamp {snd:.3f} is {snd - ref:.0f} s after its reception: reception time {ref:.3f} used"
+    if snd < ref - PAST_SLACK:
+        return ref, f"private_sndStamp {snd:.3f} is {ref - snd:.0f} s before its reception: reception time {ref:.3f} used"
+    return float(snd), None
+
+
+def exposure_timeout(data: dict[str, Any]) -> float:
+    """Seconds startIntegration allows for the exposure: its timeout, else exposure time + 30 s
+    (NaN, infinite, negative or absurd values are not believed)."""
+    return usable_duration(data.get("timeout")) or (usable_duration(data.get("exposureTime")) or 0.0) + DEFAULT_TIMEOUT_EXTRA
 
 
 class Composer:
@@ -136,6 +169,9 @@ class Composer:
         self.done_events: dict[str, dict[str, Any]] = {}  # recent images' events, for reissues
         self.csc = CscStateFollower(cfg, role="composer")
         self.skipped: dict[str, str] = {}  # imageName -> why no header was produced
+        self.start_stamps: dict[str, float] = {}  # imageName -> its startIntegration's stamp (composed images)
+        self.without_end: set[str] = set()  # images whose latest header was written without endOfImageTelemetry
+        self.duplicates: set[tuple[str, float]] = set()  # second exposures under a used imageName, reported
         self.state_path = Path(cfg.state_dir) / cfg.instrument / "composer.json"
         self.history = AppendLog(Path(cfg.state_dir) / cfg.instrument / "composer-history.jsonl")
         self.bus_time = 0.0  # latest camera event time seen: the deadline clock of replayed nights
@@ -187,9 +223,14 @@ class Composer:
         if self.history.lines > 2 * DONE_KEPT:
             self.done = dict(list(self.done.items())[-DONE_KEPT:])
             self.skipped = dict(list(self.skipped.items())[-DONE_KEPT:])
+            self.start_stamps = {n: t for n, t in self.start_stamps.items() if n in self.done}
+            self.without_end &= set(self.done)
+            self.duplicates = set(sorted(self.duplicates, key=lambda d: d[1])[-DONE_KEPT:])
             self.history.compact(
-                [{"done": n, "v": v, "complete": c} for n, (v, c) in self.done.items()]
+                [{"done": n, "v": v, "complete": c, **({"t": self.start_stamps[n]} if n in self.start_stamps else {}),
+                  **({"noend": True} if n in self.without_end else {})} for n, (v, c) in self.done.items()]
                 + [{"skipped": n, "reason": r} for n, r in self.skipped.items()]
+                + [{"duplicate": n, "t": t, "reason": "imageName used again by another exposure"} for n, t in self.duplicates]
             )
 
     def restore(self) -> None:
@@ -197,14 +238,21 @@ class Composer:
         and catch up with camera events published while this process was down (from the cache)."""
         state = read_json(self.state_path, {})
         self.done = {k: list(v) for k, v in state.get("done", {}).items()}  # journals of earlier releases
-        self.bus_time = float(state.get("bus_time", 0.0))
+        bus_time = state.get("bus_time", 0.0)
+        # a journal written before event times were bounded may hold a stamp from the future
+        self.bus_time = min(float(bus_time), tai_now() + FUTURE_SLACK) if _finite(bus_time) else 0.0
         self.skipped = dict(state.get("skipped", {}))
         for rec in self.history.load():
             if "done" in rec:
                 self.done.pop(rec["done"], None)
                 self.done[rec["done"]] = [int(rec.get("v", 1)), bool(rec.get("complete", True))]
+                if _finite(rec.get("t")):
+                    self.start_stamps[rec["done"]] = float(rec["t"])
+                (self.without_end.add if rec.get("noend") else self.without_end.discard)(rec["done"])
             elif "skipped" in rec:
                 self.skipped[rec["skipped"]] = str(rec.get("reason", ""))
+            elif "duplicate" in rec and _finite(rec.get("t")):
+                self.duplicates.add((str(rec["duplicate"]), float(rec["t"])))
         redo = [n for n in state.get("unacked", []) if n in self.done]
         for name, rec in state.get("open", {}).items():
             if name in self.done:  # composed and logged, killed before the snapshot: send it again
@@ -212,9 +260,13 @@ class Composer:
                 self.done_events[name] = dict(rec.get("events", {}))
                 continue
             exp = OpenExposure(name, dict(rec.get("events", {})))
-            exp.deadline_tai = rec.get("deadline_tai")
-            if exp.deadline_tai is not None:
+            deadline = rec.get("deadline_tai")
+            if deadline is not None:
+                limit = max(self.bus_time, tai_now()) + exposure_timeout({}) + self.cfg.end_deadline
+                exp.deadline_tai = float(deadline) if _finite(deadline) and deadline <= limit else limit
                 exp.deadline_wall = time.monotonic() + max(0.0, exp.deadline_tai - self.bus_time)
+            if "endOfImageTelemetry" in exp.events and "startIntegration" not in exp.events:
+                exp.grace_wall = time.monotonic() + END_GRACE  # decided once the cache is asked again
             self.open[name] = exp
         if self.open or redo:
             log.info("resuming: %d open exposure(s), %d header(s) awaiting acknowledgement", len(self.open), len(redo))
@@ -244,7 +296,7 @@ class Composer:
             samples += [s for s in reply.get("samples", []) if isinstance(s, dict)]
         self.resync_since = None
         samples.sort(key=lambda s: s["sndStamp"] if isinstance(s.get("sndStamp"), (int, float)) else 0.0)
-        replayed = sum(self.apply_event(s, source="cache") for s in samples)
+        replayed = sum(self.guarded("replayed camera event", self.apply_event, s, "cache") or 0 for s in samples)
         if replayed:
             log.info("resynchronized %d camera event(s) from the cache", replayed)
 
@@ -269,8 +321,21 @@ class Composer:
         if st.restarted:
             self.resync_from_cache()
         msg.payload["composerStamp"] = tai_now()
-        self.apply_event(msg.payload, source="listener", seq=(msg.envelope.sender, msg.envelope.seq))
+        self.guarded(msg.topic, self.apply_event, msg.payload, "listener", (msg.envelope.sender, msg.envelope.seq))
         self.check_deadlines()
+
+    def guarded(self, what: str, handle: Any, *args: Any) -> Any:
+        """``handle(*args)`` for one message: an unforeseen failure is logged with its traceback and
+        counted, and the process goes on with the next message (a failure of this machine, such
+        as an unwritable journal, still stops it: supervisord restarts it)."""
+        try:
+            return handle(*args)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one message must never stop every later exposure
+            self.counts["handler_errors"] += 1
+            log.exception("%s could not be handled (%s: %s): ignored", what, type(exc).__name__, exc)
+            return None
 
     def apply_event(self, sample: Any, source: str, seq: tuple[str, int] | None = None) -> int:
         """Record one camera event; finish the exposure at endOfImageTelemetry. Returns 1 if new."""
@@ -287,17 +352,24 @@ class Composer:
             self.counts["bad_events"] += 1
             log.warning("%s with invalid imageName %r ignored", topic, name[:80])
             return 0
-        if not isinstance(sample.get("sndStamp"), (int, float)):
+        if not isinstance(sample.get("sndStamp"), (int, float)) or isinstance(sample.get("sndStamp"), bool):
             self.counts["bad_events"] += 1
             log.warning("%s for %s has no usable private_sndStamp: ignored", topic, name)
             return 0
+        t, note = bounded_event_time(sample, tai_now())
+        if note:
+            self.counts["event_times_not_believed"] += 1
+            log.warning("%s of %s: %s", topic, name, note)
+            sample = {**sample, "sndStamp": t, "sndStampSent": sample["sndStamp"], "timeNote": note}
         if name in self.skipped:
+            return 0
+        if topic == "startIntegration" and self.second_exposure(name, sample):
             return 0
         if name not in self.open and name not in self.done and not self.accepting(name):
             return 0
         if name in self.done:
             version, complete = self.done[name]
-            if topic == "endOfImageTelemetry" and not complete:
+            if topic == "endOfImageTelemetry" and not complete and name in self.without_end:
                 events = dict(self.done_events.get(name, {}))
                 if topic not in events:
                     log.info("late endOfImageTelemetry for %s: reissuing its header complete", name)
@@ -322,10 +394,10 @@ class Composer:
             exp.last_seq = seq
         self.bus_time = max(self.bus_time, float(sample["sndStamp"]))
         if topic == "startIntegration":
-            timeout = float(data.get("timeout") or 0) or float(data.get("exposureTime") or 0) + 30.0
+            timeout = exposure_timeout(data)
             exp.deadline_tai = sample["sndStamp"] + timeout + self.cfg.end_deadline
             exp.deadline_wall = time.monotonic() + timeout + self.cfg.end_deadline
-            log.info("exposure %s started (%.1f s)", name, float(data.get("exposureTime") or 0))
+            log.info("exposure %s started (%.1f s)", name, usable_duration(data.get("exposureTime")) or 0.0)
         if (
             topic in PRECOMPOSE_AT
             and "startReadout" in exp.events
@@ -334,7 +406,7 @@ class Composer:
         ):
             self.precompose_due[name] = None  # run from the loop once no event is waiting
         if "endOfImageTelemetry" in exp.events:
-            if "startIntegration" in exp.events or self.fill_missing_event(exp, "startIntegration"):
+            if "startIntegration" in exp.events or self.fill_missing_event(exp, "startIntegration", t):
                 self.finish(exp, reasons=[])
                 return 1
             # events re-delivered after a listener restart come topic by topic: give the start a moment
@@ -355,19 +427,72 @@ class Composer:
         self.record({"skipped": name, "reason": reason})
         return False
 
-    def fill_missing_event(self, exp: OpenExposure, topic: str, t1: float | None = None) -> bool:
-        """Look up one camera event of this image in the cache's history (missed while down)."""
+    def report_skipped(self, name: str, reason: str, t: float | None, **extra: Any) -> None:
+        """An exposure without a header of its own: logged, counted, published on
+        ``ctl.skipped.<instrument>.<imageName>`` and kept in the history (``hs-catchup list``)."""
+        log.warning("%s: no header: %s", name, reason)
+        if not extra.get("duplicate"):  # later events of this name are ignored (a reused name's are not)
+            self.skipped[name] = reason
+        body = {"imageName": name, "reason": reason, **extra}
+        self.pub.send_multipart(self.ctl_sender.frames(f"ctl.skipped.{self.cfg.instrument}.{name}", body))
+        entry: dict[str, Any] = {"duplicate" if extra.get("duplicate") else "skipped": name, "reason": reason}
+        if t is not None:
+            entry["t"] = t
+        self.record(entry)
+
+    def second_exposure(self, name: str, start: dict[str, Any]) -> bool:
+        """True if this startIntegration is another exposure under an imageName already used (a
+        camera fault): the name's header stays the first exposure's, and this one is reported
+        once with the reason, never dropped silently nor written over the first one's header."""
+        exp = self.open.get(name)
+        first = exp.events.get("startIntegration") if exp is not None else None
+        known = first.get("sndStampSent", first["sndStamp"]) if first else self.start_stamps.get(name)
+        stamp = start.get("sndStampSent", start["sndStamp"])
+        if known is None or abs(float(stamp) - float(known)) < 1e-6:
+            return False  # the first exposure's own start, delivered again
+        if (name, stamp) not in self.duplicates:
+            self.duplicates.add((name, stamp))
+            self.counts["duplicate_image_names"] += 1
+            reason = (
+                f"imageName used again by a second exposure started at {astro.tai_iso(start['sndStamp'])} TAI "
+                f"(the first started at {astro.tai_iso(float(known))} TAI): no header written for the second one"
+            )
+            self.report_skipped(name, reason, float(stamp), duplicate=True)
+        return True
+
+    def set_aside_unstarted(self, exp: OpenExposure) -> bool:
+        """An endOfImageTelemetry alone, for an image no startIntegration, startReadout,
+        endReadout or imageReadoutParameters ever mentioned (on the bus or in the cache): spoofed
+        or garbled, not an image. No header is announced for it; it is reported instead. False
+        when the cache cannot be asked (the image may exist: it then gets its header)."""
+        end = exp.events["endOfImageTelemetry"]
+        t_end = float(end["sndStamp"])
+        asked = [self.fill_missing_event(exp, topic, t_end) for topic in CAMERA_EVENTS if topic not in exp.events]
+        if set(exp.events) != {"endOfImageTelemetry"} or None in asked:
+            return False
+        reason = "endOfImageTelemetry for an image never started (no other camera event of it on the bus or in the cache)"
+        self.counts["set_aside"] += 1
+        self.open.pop(exp.image_name, None)
+        self.report_skipped(exp.image_name, reason, float(end["sndStamp"]))
+        self.save()
+        return True
+
+    def fill_missing_event(self, exp: OpenExposure, topic: str, t1: float | None = None) -> bool | None:
+        """Look up one camera event of this image in the cache's history (missed while down);
+        None when the cache could not be asked."""
         t1 = t1 or tai_now()
         try:
             reply = self.cache.request(
                 {"op": "range", "key": topic_key(self.cfg.camera, topic), "t0": t1 - FILL_WINDOW, "t1": 1e12}
             )
         except CacheUnavailable:
-            return False
+            return None
         for s in reversed(reply.get("samples", [])):
-            if s.get("data", {}).get("imageName") == exp.image_name:
-                exp.events[topic] = s
-                return True
+            if isinstance(s, dict) and isinstance(s.get("data"), dict) and s["data"].get("imageName") == exp.image_name:
+                if _finite(s.get("sndStamp")):
+                    t, note = bounded_event_time(s, tai_now())
+                    exp.events[topic] = {**s, "sndStamp": t, "sndStampSent": s["sndStamp"], "timeNote": note} if note else s
+                    return True
         return False
 
     def fill_missing_events(self, exp: OpenExposure, points: dict[str, float]) -> None:
@@ -386,6 +511,7 @@ class Composer:
             reasons = ["endOfImageTelemetry not received"]
         if "startIntegration" not in exp.events:
             reasons = reasons + ["startIntegration not received"]
+        reasons = reasons + [f"{t}: {ev['timeNote']}" for t, ev in exp.events.items() if ev.get("timeNote")]
         req = collection_request(self.cfg, self.kmap, points)
         if exp.last_seq[0]:
             req["after"] = {"sender": exp.last_seq[0], "seq": exp.last_seq[1]}
@@ -412,7 +538,7 @@ class Composer:
             version = int(self.done.get(exp.image_name, [0])[0]) + 1
         t0 = time.perf_counter()
         collect_s = t0 - t_collect
-        header = compose_header(self.cfg, self.kmap, self.templates, inputs, tai_now(), version)
+        header = self.compose(inputs, version)
         compose_s = time.perf_counter() - t0
         topic = f"hdr.{self.cfg.instrument}.{exp.image_name}"
         body = header.payload_json(composeSeconds=compose_s, collectSeconds=collect_s)  # one encoding, both paths
@@ -420,7 +546,15 @@ class Composer:
         self.push.send_multipart(self.sender.frames(topic, body))
         self.done.pop(exp.image_name, None)
         self.done[exp.image_name] = [version, header.complete]
-        self.record({"done": exp.image_name, "v": version, "complete": header.complete})
+        start = exp.events.get("startIntegration")
+        if start:
+            self.start_stamps[exp.image_name] = float(start.get("sndStampSent", start["sndStamp"]))
+        # only a header written without its end is reissued when the end comes (a header incomplete
+        # for another reason is not made worse by a replayed end after a restart)
+        noend = "endOfImageTelemetry" not in exp.events
+        (self.without_end.add if noend else self.without_end.discard)(exp.image_name)
+        self.record({"done": exp.image_name, "v": version, "complete": header.complete,
+                     **({"t": self.start_stamps[exp.image_name]} if start else {}), **({"noend": True} if noend else {})})
         self.done_events[exp.image_name] = exp.events
         self.unacked[exp.image_name] = (time.monotonic(), version, body)
         self.recent[exp.image_name] = header.context
@@ -442,6 +576,35 @@ class Composer:
             collect_s * 1000,
             self.event_delays(exp.events.get("endOfImageTelemetry")),
         )
+
+    def compose(self, inputs: ExposureInputs, version: int) -> ComposedHeader:
+        """The header of one exposure, whatever its inputs: if composing fails, the header is
+        composed again from less (the camera events alone, then nothing but the image's name and
+        times) and is INCOMPLETE with the reason. One exposure's bad input never costs its header,
+        stops this process or makes it crash again on the same input at every restart."""
+        fallbacks = [
+            ("header written from the camera events alone", dict(inputs.events), {}, {}, inputs.overrides),
+            ("header written without its inputs", {}, {}, {}, {}),
+        ]
+        try:
+            return compose_header(self.cfg, self.kmap, self.templates, inputs, tai_now(), version)
+        except Exception as exc:  # noqa: BLE001 - a failure of one exposure's composition stays that exposure's
+            failure = exc
+        for what, events, snapshots, windows, overrides in fallbacks:
+            self.counts["compose_failures"] += 1
+            log.error("%s: composition failed (%s: %s): %s", inputs.image_name, type(failure).__name__, failure, what,
+                      exc_info=failure)
+            reasons = inputs.reasons + [f"composition failed ({type(failure).__name__}: {str(failure)[:200]}): {what}"]
+            points = {k: v for k, v in inputs.points.items() if astro.usable_time(v)}
+            try:
+                return compose_header(
+                    self.cfg, self.kmap, self.templates,
+                    ExposureInputs(inputs.image_name, events, points, snapshots, windows, reasons, overrides, inputs.overrides_version),
+                    tai_now(), version,
+                )  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - try with less
+                failure = exc
+        raise failure
 
     @staticmethod
     def event_delays(ev: dict[str, Any] | None) -> str:
@@ -480,7 +643,12 @@ class Composer:
         inputs = ExposureInputs(
             exp.image_name, exp.events, points, reply.get("snapshots", {}), reply.get("windows", {}), []
         )
-        compose_header(self.cfg, self.kmap, self.templates, inputs, tai_now(), 1).payload_json()
+        try:
+            compose_header(self.cfg, self.kmap, self.templates, inputs, tai_now(), 1).payload_json()
+        except Exception as exc:  # noqa: BLE001 - only a head start: the real composition has its own defences
+            self.counts["precompose_failures"] += 1
+            log.warning("%s: provisional composition failed (%s: %s)", exp.image_name, type(exc).__name__, exc)
+            return
         log.debug("%s precomposed in %.1f ms", exp.image_name, (time.perf_counter() - t0) * 1000)
 
     def precompose_next(self) -> None:
@@ -604,15 +772,24 @@ class Composer:
         if self.resync_since is not None and now - self.resync_since < RESYNC_HOLD:
             return  # events this process missed are still to come from the cache
         for exp in list(self.open.values()):
-            if exp.grace_wall is not None and now > exp.grace_wall:
+            if self.guarded(f"deadline of {exp.image_name}", self.finish_if_due, exp, now) is None:
+                # could not be finished: set aside with the reason rather than retried every second
+                self.open.pop(exp.image_name, None)
+                self.report_skipped(exp.image_name, "its header could not be written (see the composer log)", None)
+                self.save()
+
+    def finish_if_due(self, exp: OpenExposure, now: float) -> bool:
+        if exp.grace_wall is not None and now > exp.grace_wall:
+            if "startIntegration" in exp.events or not self.set_aside_unstarted(exp):
                 self.finish(exp, reasons=[])
-                continue
-            late_bus = exp.deadline_tai is not None and self.bus_time > exp.deadline_tai
-            late_wall = exp.deadline_wall is not None and now > exp.deadline_wall
-            if (late_bus or late_wall) and "endOfImageTelemetry" not in exp.events:
-                log.warning("%s: endOfImageTelemetry is late beyond the deadline: writing incomplete", exp.image_name)
-                self.counts["late"] += 1
-                self.finish(exp, reasons=["endOfImageTelemetry late beyond the deadline"])
+            return True
+        late_bus = exp.deadline_tai is not None and self.bus_time > exp.deadline_tai
+        late_wall = exp.deadline_wall is not None and now > exp.deadline_wall
+        if (late_bus or late_wall) and "endOfImageTelemetry" not in exp.events:
+            log.warning("%s: endOfImageTelemetry is late beyond the deadline: writing incomplete", exp.image_name)
+            self.counts["late"] += 1
+            self.finish(exp, reasons=["endOfImageTelemetry late beyond the deadline"])
+        return True
 
     def run(self, stop: Stop) -> None:
         log.info("composer up for %s: events from %s", self.cfg.instrument, self.cfg.endpoints.listener_pub)
@@ -631,9 +808,9 @@ class Composer:
             if self.sub in events:
                 drain(self.sub, self.on_event)
             if self.acks in events:
-                drain(self.acks, self.on_ack)
+                drain(self.acks, lambda frames: self.guarded("acknowledgement", self.on_ack, frames))
             if self.router in events:
-                drain(self.router, self.on_request)
+                drain(self.router, lambda frames: self.guarded("request", self.on_request, frames))
             if time.monotonic() - last_check > 1.0:
                 last_check = time.monotonic()
                 if self.resync_since is not None:

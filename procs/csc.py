@@ -62,7 +62,7 @@ from protocols.csc_state import (
     state_rep_endpoint,
     state_topic,
 )
-from protocols.envelope import FORMAT_VERSION, TAI_MINUS_UTC, EnvelopeError, Sender, decode, sender_id, tai_now
+from protocols.envelope import FORMAT_VERSION, TAI_MINUS_UTC, EnvelopeError, Sender, decode, loads_bounded, sender_id, tai_now
 
 log = logging.getLogger("csc")
 
@@ -108,11 +108,11 @@ def parse_cards(text: str) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+        obj = loads_bounded(text, "cards", object_pairs_hook=_no_duplicates)
     except CardsError:
         raise
     except ValueError as exc:
-        raise CardsError(f"cards is not valid JSON: {exc}") from None
+        raise CardsError(f"cards is not valid JSON: {str(exc).removeprefix('cards is not JSON: ')}") from None
     if not isinstance(obj, dict):
         raise CardsError(f"cards must be a JSON object KEY -> value, not {type(obj).__name__}")
     return obj

@@ -21,6 +21,13 @@ from protocols import salrecord
 
 FORMAT_VERSION = 1
 TAI_MINUS_UTC = 37.0
+#: Limits every receiver applies before it reads a frame (a frame from outside is hostile until
+#: checked): the largest legitimate payload is a listener replay (~64 MB of base64), headers are
+#: under 1 MB, and no message of ours nests deeper than a few levels.
+MAX_TOPIC_BYTES = 1024
+MAX_ENVELOPE_BYTES = 4096
+MAX_PAYLOAD_BYTES = 256 * 1024 * 1024
+MAX_JSON_DEPTH = 64
 
 
 def tai_now() -> float:
@@ -30,6 +37,58 @@ def tai_now() -> float:
 
 class EnvelopeError(ValueError):
     """A message that does not follow the envelope format; the receiver logs and counts it."""
+
+
+def _nested_deeper(obj: Any, limit: int) -> bool:
+    """True if a decoded JSON value nests lists or objects more than ``limit`` levels.
+
+    Iterative (a hostile value cannot exhaust the stack here), and cheap on the largest real
+    payloads: a list of strings only (a header's card images) is recognised whole, in C."""
+    if type(obj) is not list and type(obj) is not dict:
+        return False
+    stack: list[tuple[Any, int]] = [(obj, 1)]  # containers and their nesting level
+    join = "".join
+    while stack:
+        node, level = stack.pop()
+        if level > limit:
+            return True
+        if type(node) is list:
+            try:
+                join(node)
+                continue  # strings only: a leaf
+            except TypeError:
+                values: Any = node
+        else:
+            values = node.values()
+        for v in values:
+            if type(v) is list or type(v) is dict:
+                stack.append((v, level + 1))
+    return False
+
+
+def loads_bounded(raw: bytes | str, what: str, max_bytes: int = MAX_PAYLOAD_BYTES, **kwargs: Any) -> Any:
+    """``json.loads`` for input from outside: size and nesting capped, every failure an
+    :class:`EnvelopeError` naming ``what`` (never a RecursionError or MemoryError escaping)."""
+    if len(raw) > max_bytes:
+        raise EnvelopeError(f"{what} of {len(raw)} bytes is larger than {max_bytes}")
+    try:
+        value = json.loads(raw, **kwargs)
+    except RecursionError:
+        raise EnvelopeError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a hook's own ValueError is the caller's
+        raise EnvelopeError(f"{what} is not JSON: {str(exc)[:200]}") from None
+    if _nested_deeper(value, MAX_JSON_DEPTH):
+        raise EnvelopeError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def check_frames(frames: list[bytes]) -> None:
+    """The frame count and sizes of a message, before anything reads it."""
+    if len(frames) != 3:
+        raise EnvelopeError(f"expected 3 frames (topic, envelope, payload), got {len(frames)}")
+    for frame, limit, name in zip(frames, (MAX_TOPIC_BYTES, MAX_ENVELOPE_BYTES, MAX_PAYLOAD_BYTES), ("topic", "envelope", "payload")):
+        if len(frame) > limit:
+            raise EnvelopeError(f"{name} frame of {len(frame)} bytes is larger than {limit}")
 
 
 @dataclass(frozen=True)
@@ -45,9 +104,9 @@ class Envelope:
     @classmethod
     def decode(cls, raw: bytes) -> "Envelope":
         try:
-            d = json.loads(raw)
+            d = loads_bounded(raw, "envelope", MAX_ENVELOPE_BYTES)
             env = cls(int(d["v"]), int(d["seq"]), float(d["t"]), str(d["sender"]))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:  # EnvelopeError included
             raise EnvelopeError(f"malformed envelope frame: {exc}: {raw[:80]!r}") from None
         if env.version != FORMAT_VERSION:
             raise EnvelopeError(f"unsupported envelope version {env.version} (this build speaks {FORMAT_VERSION})")
@@ -107,9 +166,9 @@ def encode_payload(payload: Any) -> bytes:
 
 
 def decode(frames: list[bytes]) -> Message:
-    """Decode a multipart message; raises :class:`EnvelopeError` with a specific reason."""
-    if len(frames) != 3:
-        raise EnvelopeError(f"expected 3 frames (topic, envelope, payload), got {len(frames)}")
+    """Decode a multipart message; raises :class:`EnvelopeError` with a specific reason (frame
+    sizes and JSON nesting are capped: no frame makes a receiver fail any other way)."""
+    check_frames(frames)
     try:
         topic = frames[0].decode("ascii")
     except UnicodeDecodeError:
@@ -121,11 +180,7 @@ def decode(frames: list[bytes]) -> Message:
             return Message(topic, env, salrecord.decode(component, name, frames[2]))
         except (salrecord.RecordError, KeyError) as exc:
             raise EnvelopeError(f"payload of {topic}: {exc}") from None
-    try:
-        payload = json.loads(frames[2])
-    except ValueError as exc:
-        raise EnvelopeError(f"payload of {topic} is not JSON: {exc}") from None
-    return Message(topic, env, payload)
+    return Message(topic, env, loads_bounded(frames[2], f"payload of {topic[:80]}"))
 
 
 @dataclass

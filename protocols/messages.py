@@ -56,9 +56,12 @@ class CacheClient:
             sock.close()
             self.sock = None
             raise CacheUnavailable(f"no answer from the {self.peer} at {self.endpoint}")
-        msg = decode(sock.recv_multipart())
+        try:
+            msg = decode(sock.recv_multipart())
+        except EnvelopeError as exc:
+            raise CacheUnavailable(f"unreadable answer from the {self.peer}: {exc}") from None
         if not isinstance(msg.payload, dict):
-            raise EnvelopeError(f"{self.peer} reply is not an object")
+            raise CacheUnavailable(f"{self.peer} answer is not an object")
         if "error" in msg.payload:
             raise CacheUnavailable(f"{self.peer} refused the request: {msg.payload['error']}")
         return msg.payload

@@ -31,6 +31,10 @@ MAGIC = b"HSR1"
 HEADER = struct.Struct("<4siddq")
 HEADER_SIZE = HEADER.size  # 32
 NO_SOURCE = -1
+#: Seconds a sample's private_sndStamp may be ahead of its reception by the listener (clock
+#: offsets). A sample stamped further ahead comes from a broken clock: believed, it would move
+#: every "latest time" forward (the cache's history horizon, the composer's deadline clock).
+FUTURE_SLACK = 60.0
 
 # Encapsulation identifiers (first two bytes of CDR, big-endian) this module reads itself.
 CDR_LE = b"\x00\x01"  # XCDR1, little-endian: 8-byte types aligned to 8

@@ -74,7 +74,7 @@ def test_composer_waits_for_the_cache_then_replays_in_time_order(cfg: Any) -> No
         assert composer.done.get(IMAGE) == [1, True]
         assert IMAGE not in composer.open
         history = (Path(cfg.state_dir) / cfg.instrument / "composer-history.jsonl").read_text().splitlines()
-        assert {"done": IMAGE, "v": 1, "complete": True} in [json.loads(line) for line in history]
+        assert {"done": IMAGE, "v": 1, "complete": True, "t": T0} in [json.loads(line) for line in history]
     finally:
         stop.requested = True
         time.sleep(0.2)

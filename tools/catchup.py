@@ -23,6 +23,7 @@ import zmq
 from astropy.time import Time
 
 from procs.annex import index_path
+from procs.journal import AppendLog
 from protocols.config import ConfigError, InstanceConfig, load_instance
 from protocols.envelope import Sender, decode, sender_id
 from protocols.messages import CacheClient, CacheUnavailable, topic_key
@@ -35,13 +36,15 @@ class Exposure:
     announced_version: int | None
     complete: bool | None
     set_aside: str | None = None  # why the publisher set its header aside, if it did
+    note: str | None = None  # why the composer wrote no header for it (skipped, set aside)
+    regenerable: bool = True  # False for what is not an image of its own (spoofed end, reused name)
 
     @property
     def status(self) -> str:
         if self.announced_version is None and self.set_aside:
             return f"SET ASIDE: {self.set_aside}"
         if self.announced_version is None:
-            return "NOT ANNOUNCED"
+            return f"NOT ANNOUNCED: {self.note}" if self.note else "NOT ANNOUNCED"
         return f"announced v{self.announced_version} ({'complete' if self.complete else 'INCOMPLETE'})"
 
 
@@ -89,8 +92,28 @@ def exposures(cfg: InstanceConfig, since: float, until: float) -> list[Exposure]
         name = s.get("data", {}).get("imageName", "")
         e = index.get(name)
         why = aside.get(name, {}).get("reason")
-        out.append(Exposure(name, s["sndStamp"], int(e["version"]) if e else None, bool(e["complete"]) if e else None, why))
-    return out
+        out.append(Exposure(name, s["sndStamp"], int(e["version"]) if e else None, bool(e["complete"]) if e else None,
+                            set_aside=why))  # fmt: skip
+    return sorted(out + not_composed(cfg, out, since, until), key=lambda e: e.start_tai)
+
+
+def not_composed(cfg: InstanceConfig, listed: list[Exposure], since: float, until: float) -> list[Exposure]:
+    """What the composer's history says got no header of its own, with the reason: exposures
+    skipped (noted on their line), endOfImageTelemetry for images never started, and second
+    exposures under an imageName already used (lines of their own)."""
+    by_name = {e.image_name: e for e in listed}
+    extra = []
+    for rec in AppendLog(Path(cfg.state_dir) / cfg.instrument / "composer-history.jsonl").load():
+        name = rec.get("skipped") or rec.get("duplicate")
+        if not isinstance(name, str):
+            continue
+        reason, t = str(rec.get("reason", "")), rec.get("t")
+        if "skipped" in rec and name in by_name:
+            by_name[name].note = f"skipped: {reason}"
+        elif isinstance(t, (int, float)) and since <= t <= until:
+            what = "second exposure under this name" if "duplicate" in rec else "set aside"
+            extra.append(Exposure(name, float(t), None, None, note=f"{what}: {reason}", regenerable=False))
+    return extra
 
 
 def regenerate(cfg: InstanceConfig, names: list[str], timeout_s: float = 120.0) -> list[dict[str, Any]]:
@@ -154,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         names = list(args.images)
         if args.missing or args.incomplete:
             for e in exposures(cfg, since, until):
+                if not e.regenerable:
+                    continue
                 if (args.missing and e.announced_version is None) or (args.incomplete and e.complete is False):
                     names.append(e.image_name)
         if not names:
