@@ -106,6 +106,7 @@ class KafkaSource:
     """The instance's topics on Kafka, as SAL records (format 1), in the listener's consumer group."""
 
     COMMIT_EVERY_S = 0.05
+    STRAGGLERS_S = 0.02
 
     def __init__(self, cfg: InstanceConfig, topics: list[tuple[str, str]], settings: Any | None = None):
         from protocols import kafka_wire as kw
@@ -127,6 +128,7 @@ class KafkaSource:
             name = kw.kafka_topic(self.settings.subname, k.component, _sal_name(k.component, k.topic)).name
             if name in wanted and k.field in sal.get_topic(k.component, k.topic).field_map():
                 wanted[name].add(k.field)
+        self.triggers = {n for n, (c, t, _f, _o) in self.by_name.items() if c == cfg.camera and t in cfg.trigger_topics}
         ktopics = [kw.parse_topic_name(n) for n in self.by_name]
         self.reader = KafkaReader(self.settings, ktopics, f"hs-listener-{cfg.instrument}", wanted=wanted)
         self.last_commit = 0.0
@@ -137,7 +139,14 @@ class KafkaSource:
     def poll(self, timeout_s: float, counts: Counters) -> Iterator[tuple[bytes, bytes]]:
         """(topic frame, SAL record) per good record."""
         bad_before = sum(self.reader.bad.values())
-        for s in self.reader.poll(timeout=timeout_s):
+        batch = self.reader.poll(timeout=timeout_s)
+        if any(s.topic.name in self.triggers for s in batch):
+            # Kafka orders records per topic only: what was written before a camera event on other
+            # topics may still be in the fetcher's queue. Take it too, so that the event is published
+            # after the samples written before it (the composer collects as of the event).
+            batch += self.reader.poll(timeout=self.STRAGGLERS_S)
+        batch.sort(key=lambda s: s.snd_stamp)
+        for s in batch:
             component, name, frame, ours = self.by_name[s.topic.name]
             try:
                 yield frame, avro_record(component, name, s.data, ours, s.kafka_time)
