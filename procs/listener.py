@@ -28,7 +28,7 @@ import zmq
 from procs.common import Counters, GcPacer, Stop, base_parser, setup
 from protocols import sal, salrecord
 from protocols.config import InstanceConfig, load_keyword_map
-from protocols.envelope import RESUMING, EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
+from protocols.envelope import RESUMING, TAI_MINUS_UTC, EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
 
 log = logging.getLogger("listener")
 REPLAY_BYTES = 48e6  # payload bytes the replay ring keeps, whatever the message count
@@ -132,6 +132,7 @@ class KafkaSource:
         ktopics = [kw.parse_topic_name(n) for n in self.by_name]
         self.reader = KafkaReader(self.settings, ktopics, f"hs-listener-{cfg.instrument}", wanted=wanted)
         self.last_commit = 0.0
+        self.max_age = cfg.telemetry_max_age
 
     def start(self, registry_wait_s: float = 30.0) -> None:
         self.reader.start(registry_wait_s=registry_wait_s)
@@ -154,6 +155,50 @@ class KafkaSource:
                 counts["malformed"] += 1
                 log.warning("malformed %s.%s sample dropped (%s offset %d): %s", component, name, s.topic.name, s.offset, exc)
         counts["bad_records"] += sum(self.reader.bad.values()) - bad_before
+
+    def refill(self, t0: float, t1: float, deadline_s: float = 60.0) -> Iterator[tuple[bytes, bytes]]:
+        """The records of [t0 - telemetry_max_age, t1] (TAI) again, event topics from their first
+        (compacted) record, as SAL records: a consumer of its own that commits nothing, positioned by
+        the records' timestamps (offsets for times). For a cache that no longer holds a window."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from protocols import kafka_wire as kw
+
+        def ms(t: float) -> int:
+            return int((t - TAI_MINUS_UTC) * 1000)
+
+        consumer = Consumer(self.settings.consumer_config(f"hs-refill-{os.getpid()}-{time.time_ns()}", **{"enable.auto.commit": False}))
+        try:
+            starts = consumer.offsets_for_times([TopicPartition(n, 0, ms(t0 - self.max_age)) for n in self.by_name], timeout=10.0)
+            todo: dict[str, int] = {}  # topic -> end offset (exclusive)
+            assign = []
+            for tp in starts:
+                low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, 0), timeout=10.0, cached=False)
+                start = low if kw.parse_topic_name(tp.topic).kind == "event" else (tp.offset if tp.offset >= 0 else high)
+                if start < high:
+                    todo[tp.topic] = high
+                    assign.append(TopicPartition(tp.topic, 0, max(start, low)))
+            consumer.assign(assign)
+            end = time.monotonic() + deadline_s
+            while todo and time.monotonic() < end:
+                for msg in consumer.consume(num_messages=500, timeout=0.2):
+                    name = msg.topic()
+                    if msg.error() is not None or name not in todo:
+                        continue
+                    if msg.offset() + 1 >= todo[name] or msg.timestamp()[1] > ms(t1):
+                        todo.pop(name)
+                    if msg.timestamp()[1] > ms(t1):
+                        continue
+                    component, topic, frame, ours = self.by_name[name]
+                    try:
+                        _, data = kw.decode_value(msg.value(), self.reader.registry.codec, (), topic=name, offset=msg.offset())
+                        yield frame, avro_record(component, topic, data, ours, msg.timestamp()[1] / 1e3)
+                    except Exception as exc:  # noqa: BLE001 (a bad record: said, skipped)
+                        log.warning("refill: %s offset %d skipped: %s", name, msg.offset(), exc)
+            if todo:
+                log.warning("refill: %d topic(s) not read to the end in %.0f s: %s", len(todo), deadline_s, ", ".join(sorted(todo)))
+        finally:
+            consumer.close()
 
     def commit(self, force: bool = False) -> None:
         """Commit what has been published (at most every COMMIT_EVERY_S unless ``force``)."""
@@ -183,11 +228,13 @@ except ImportError:  # pragma: no cover - another binding version
     _take_raw = None
 
 
-def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Counters) -> None:
+def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Counters, refill: Any = None) -> None:
     """Answer ``{op: replay, since: seq}``: the messages after ``since`` still in the ring, as
     ``[topic, seq, base64 of the SAL record]``.
 
     A cache that saw a gap or restarted asks for what it missed (the clone pattern's snapshot).
+    On Kafka, ``{op: refill, t0, t1}`` (hs-catchup) has ``refill`` publish that window again from
+    the log and answers how many samples it published.
     """
     while True:
         try:
@@ -197,6 +244,12 @@ def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Count
         ident, rest = split_identity(frames)
         try:
             req = decode(rest).payload
+            if isinstance(req, dict) and req.get("op") == "refill":
+                if refill is None:
+                    raise ValueError("refill needs the Kafka bus (this listener reads DDS, which keeps no log)")
+                body = refill(float(req["t0"]), float(req["t1"]))
+                router.send_multipart(ident + sender.frames("ctl.reply.refill", body))
+                continue
             since = int(req["since"])
             msgs = [[f[0].decode(), seq, base64.b64encode(f[2]).decode()] for seq, f in ring if seq > since]
             body = {"sender": sender.sender, "oldest": ring[0][0] if ring else sender.seq + 1, "messages": msgs}
@@ -280,19 +333,33 @@ def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pu
     ring_bytes = 0
     last_status = time.monotonic()
     pacer = GcPacer()
+
+    def publish(frame: bytes, payload: bytes) -> None:
+        nonlocal ring_bytes
+        frames = [frame, sender.envelope(), payload]
+        pub.send_multipart(frames)
+        ring.append((sender.seq, frames))
+        ring_bytes += len(payload)
+        while (ring_bytes > REPLAY_BYTES or len(ring) > cfg.listener_replay) and len(ring) > 1:
+            ring_bytes -= len(ring.popleft()[1][2])
+        counts["samples"] += 1
+
+    def refill(t0: float, t1: float) -> dict[str, Any]:
+        n = 0
+        for frame, payload in source.refill(t0, t1):
+            publish(frame, payload)
+            n += 1
+        counts["refilled"] += n
+        log.info("refill of %.3f .. %.3f TAI: %d samples published again from Kafka", t0, t1, n)
+        return {"published": n}
+
     while not stop.requested:
         before = counts["samples"]
         for frame, payload in source.poll(0.2, counts):
-            frames = [frame, sender.envelope(), payload]
-            pub.send_multipart(frames)
-            ring.append((sender.seq, frames))
-            ring_bytes += len(payload)
-            while (ring_bytes > REPLAY_BYTES or len(ring) > cfg.listener_replay) and len(ring) > 1:
-                ring_bytes -= len(ring.popleft()[1][2])
-            counts["samples"] += 1
+            publish(frame, payload)
         source.commit()
         pacer.step(quiet=counts["samples"] == before)
-        serve_replays(router, ring, sender, counts)
+        serve_replays(router, ring, sender, counts, refill)
         if time.monotonic() - last_status > 10:
             last_status = time.monotonic()
             counts["bad_records"] = sum(source.reader.bad.values())
