@@ -385,7 +385,13 @@ class KafkaReader:
         """The next decoded samples (possibly none); bad records are counted, logged and skipped."""
         if self._consumer is None:
             raise RuntimeError("KafkaReader.start() first")
-        messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        # consume() waits for the whole timeout unless max_records arrive: take what is queued, and
+        # only when nothing is, wait for the first record (then take what came with it).
+        messages = self._consumer.consume(num_messages=max_records, timeout=0)
+        if not messages and timeout > 0:
+            messages = self._consumer.consume(num_messages=1, timeout=timeout)
+            if messages:
+                messages += self._consumer.consume(num_messages=max_records - 1, timeout=0)
         out: list[BusSample] = []
         retry: dict[tuple[str, int], int] = {}
         for msg in messages:
