@@ -67,7 +67,6 @@ class KafkaBusWatcher(BusWatcher):
         from protocols.bus import KafkaSal
 
         self.bus = KafkaSal.from_env(os.environ if env is None else env)
-        self.keys = {f"{c}.{n}" for c, n in topics}
         self.arrivals = {key: [] for key in topics}
         self._by_name = {}
         for comp, name in topics:
