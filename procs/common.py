@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from protocols.config import ConfigError, InstanceConfig, load_instance
+from protocols.config import ConfigError, InstanceConfig, check_configuration, load_instance
 
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -24,19 +24,29 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+#: Exit status of a process refusing its configuration; supervisord.conf lists it in every
+#: program's ``exitcodes``, so that (with the process alive past ``startsecs``) it is not restarted.
+CONFIG_EXIT = 2
+#: Longer than supervisord's ``startsecs`` (1 s): an exit sooner would count as a failed start, retried.
+CONFIG_EXIT_DELAY = 1.5
+
+
 def setup(args: argparse.Namespace, role: str) -> InstanceConfig:
-    """Configure logging and load the instance configuration; exit 2 with the reason if bad."""
+    """Configure logging and load the instance's whole configuration (instance.yaml, keyword map,
+    templates); a bad file ends the process with one error line naming it and exit status 2."""
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format=f"%(asctime)s %(levelname)s {role}[%(process)d] %(message)s",
         stream=sys.stderr,
     )
     try:
-        return load_instance(args.instance)
+        cfg = load_instance(args.instance)
+        check_configuration(cfg)
+        return cfg
     except ConfigError as exc:
         logging.getLogger(role).error("configuration error: %s", exc)
-        time.sleep(1.5)  # past supervisord's startsecs: exit code 2 then means "do not restart"
-        sys.exit(2)
+        time.sleep(CONFIG_EXIT_DELAY)
+        sys.exit(CONFIG_EXIT)
 
 
 class Stop:

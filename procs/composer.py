@@ -43,6 +43,7 @@ PRECOMPOSE_AT = ("startReadout", "imageReadoutParameters")  # the readout geomet
 RECENT_HEADERS = 20  # headers kept in memory to answer per-sensor requests
 PAST_SLACK = 366 * 86400.0  # s behind its reception beyond which an event's stamp is not believed
 DEFAULT_TIMEOUT_EXTRA = 30.0  # s after the exposure time when startIntegration gives no usable timeout
+CSC_WAIT = 5.0  # s a starting composer waits for the CSC's state (it may be restarting too) before replaying
 
 
 @dataclass
@@ -201,7 +202,7 @@ class Composer:
         self.reply_sender = Sender(sender_id("composer-reply", cfg.instrument))  # ROUTER answers
         self.cache = CacheClient(cfg.endpoints.cache_router, Sender(self.sender.sender + "/req"), timeout_s=5.0)
         self.warm_up()
-        self.csc.refresh(1.0)
+        self.csc.refresh(CSC_WAIT)  # answered at once when the CSC runs; replayed exposures need its state
         self.restore()
 
     # -- durable state ------------------------------------------------------------------------

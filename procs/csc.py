@@ -14,6 +14,10 @@ the CSC announces itself (summaryState STANDBY...) only once the bus is up (sche
 answering, topics created, command reader assigned); until then it says why in its log, retries
 every few seconds, and can take no command, so it cannot become ENABLED without its bus.
 
+The commanded state is journaled (``<state_dir>/<instrument>/csc_state.json``): a CSC killed or
+crashed and restarted by supervisord resumes it (ENABLED stays ENABLED, so no exposure is skipped
+for a crash) and publishes it at once; an orderly stop (exitControl, SIGTERM) ends it.
+
 Its own command ``setHeaderCards`` (cards: JSON object, mode: merge|replace|clear; allowed in
 DISABLED and ENABLED) sets operator cards such as OBSERVER that the composer writes into every
 header from the next exposure on. Every accepted change increments the overrides version and is
@@ -46,6 +50,7 @@ import zmq
 
 from header.cards import CardError, format_card, is_printable_ascii
 from procs.common import Counters, Stop, base_parser, setup
+from procs.journal import read_json, write_json_atomic
 from protocols import kafka_wire, sal
 from protocols.bus import BusUnavailable, open_bus
 from protocols.config import InstanceConfig
@@ -71,6 +76,7 @@ DEFAULT_CONFIGURATION = "instance.yaml"
 WARNING_REMINDER_S = 60.0  # s between logMessage reminders of an ongoing warning
 WARNING_EXPIRY_S = 30.0  # s without news of a warning before it counts as over (its senders repeat every 5 s)
 OVERRIDES_FILE = "csc_overrides.json"
+STATE_FILE = "csc_state.json"
 
 # --------------------------------------------------------------------------------------------------
 # Header-card overrides (pure; unit-tested without DDS)
@@ -245,14 +251,60 @@ class OverrideStore:
             self.problem = f"{self.path} unusable ({exc}); kept as {aside.name}, starting without overrides"
 
     def save(self, data: dict[str, Any], extra: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as fh:
-            json.dump({**data, **extra}, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, {**data, **extra})
         self.data = data
+
+
+#: States an operator's command (or a fault) leaves the CSC in, restored after an unexpected end.
+RESTORABLE = frozenset({State.STANDBY, State.DISABLED, State.ENABLED, State.FAULT})
+
+
+class StateJournal:
+    """The commanded summary state, journaled so that a CSC killed or crashed comes back in it.
+
+    An operator commanded ENABLED; a kill -9 of hs-csc is not an operator command, so the restarted
+    process resumes the state (with its configuration, or its errorCode if in FAULT) instead of
+    STANDBY. An orderly end (exitControl, or SIGTERM from ``supervisorctl stop``, both publishing
+    OFFLINE) clears the journal: the next start is STANDBY, as for any CSC.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> dict[str, Any] | None:
+        """The journaled state, or None when there is none or it is not usable (logged)."""
+        raw = read_json(self.path, None)
+        if raw is None:
+            return None
+        try:
+            state = State[raw["state"]]
+            if state not in RESTORABLE:
+                raise ValueError(f"state {state.name} is not restorable")
+            code = raw.get("errorCode")
+            if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+                raise ValueError(f"errorCode {code!r} is not an integer")
+            return {
+                "state": state,
+                "configuration": str(raw.get("configuration") or ""),
+                "errorCode": code,
+                "errorReport": str(raw.get("errorReport") or ""),
+                "setAt": raw.get("setAt"),
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("state journal %s unusable (%s): starting in STANDBY", self.path, exc)
+            return None
+
+    def save(self, state: State, configuration: str | None, error: tuple[int, str] | None) -> None:
+        record: dict[str, Any] = {"state": state.name, "configuration": configuration or "", "setAt": tai_now()}
+        if error is not None:
+            record["errorCode"], record["errorReport"] = error
+        write_json_atomic(self.path, record)
+
+    def clear(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 # --------------------------------------------------------------------------------------------------
@@ -331,6 +383,9 @@ class Csc:
         self.store = OverrideStore(Path(cfg.state_dir) / cfg.instrument / OVERRIDES_FILE)
         self.store.load()
         self.applied: str | None = None
+        self.error: tuple[int, str] | None = None  # (errorCode, report) of the current FAULT
+        self.journal = StateJournal(Path(cfg.state_dir) / cfg.instrument / STATE_FILE)
+        self.restored = self.journal.load()
         self._seq: dict[str, int] = {}
         self.warnings: dict[int, tuple[str, float, float]] = {}  # code -> (report, last logged, last heard)
         self._open_zmq()
@@ -409,19 +464,55 @@ class Csc:
 
     def set_state(self, new: State) -> None:
         old, self.state = self.state, new
+        if new != State.FAULT:
+            self.error = None
+        self._journal(new)
         self._write("summaryState", summaryState=int(new))
         self.publish_state()
         if old != new:
             log.info("summaryState %s -> %s", old.name, new.name)
 
+    def _journal(self, state: State) -> None:
+        """Persist the commanded state before it is published (OFFLINE ends the journal)."""
+        try:
+            if state in RESTORABLE:
+                self.journal.save(state, self.applied, self.error)
+            else:
+                self.journal.clear()
+        except OSError as exc:
+            log.error("cannot journal summaryState %s to %s: %s (a restart would not restore it)", state.name, self.journal.path, exc)
+
     def fault(self, code: int, report: str, tb: str = "") -> None:
         """Go to FAULT: errorCode first (the explanation), then summaryState, as ts_salobj does."""
+        self.error = (int(code), report)
         self._write("errorCode", errorCode=int(code), errorReport=report, traceback=tb)
         self.set_state(State.FAULT)
         log.error("FAULT (errorCode %d %s): %s", code, _code_name(code), report)
 
+    def initial_state(self) -> State:
+        """STANDBY, or the state journaled by a process that ended without an orderly stop."""
+        r = self.restored
+        if r is None:
+            return State.STANDBY
+        if r["state"] in (State.DISABLED, State.ENABLED):
+            name = r["configuration"] or DEFAULT_CONFIGURATION
+            self.applied = name
+            self._write(
+                "configurationApplied",
+                configurations=name,
+                version=package_version(),
+                url=(self.cfg.folder / DEFAULT_CONFIGURATION).as_uri() if name == DEFAULT_CONFIGURATION else (self.overrides_dir / name).as_uri(),
+                schemaVersion="v1",
+                otherInfo=f"header card overrides version {self.store.data['version']} (restored)",
+            )
+        if r["state"] == State.FAULT:
+            self.error = (int(r["errorCode"] or ErrorCode.INTERNAL), r["errorReport"])
+            self._write("errorCode", errorCode=self.error[0], errorReport=self.error[1], traceback="")
+        log.warning("restarted without an orderly stop: resuming %s journaled at %s", r["state"].name, r["setAt"])
+        return r["state"]
+
     def announce_startup(self) -> None:
-        self.set_state(State.STANDBY)
+        self.set_state(self.initial_state())
         self._write(
             "softwareVersions",
             cscVersion=package_version(),
@@ -445,9 +536,10 @@ class Csc:
         if self.store.problem:
             log.error("overrides: %s", self.store.problem)
         log.info(
-            "%s up in STANDBY on %s; state on %s (REP %s); overrides v%d (%d cards)",
+            "%s up in %s on %s; state on %s (REP %s); overrides v%d (%d cards)",
             self.name,
-            f"DDS domain {self.cfg.dds_domain}" if self.bus.kind == "dds" else f"Kafka ({self.cfg.bus})",
+            self.state.name,
+            f"DDS domain {self.cfg.dds_domain}" if self.bus.kind == "dds" else "Kafka",
             state_pub_endpoint(self.cfg),
             state_rep_endpoint(self.cfg),
             self.store.data["version"],

@@ -175,6 +175,14 @@ class InstanceConfig(Strict):
     keywords: str = "keywords.yaml"
     templates: dict[Literal["primary", "sensor", "segment"], str]
 
+    @field_validator("templates")
+    @classmethod
+    def _every_kind(cls, v: dict[str, str]) -> dict[str, str]:
+        missing = [k for k in ("primary", "sensor", "segment") if k not in v]
+        if missing:
+            raise ValueError(f"no template file for {', '.join(missing)}")
+        return v
+
     _source: Path | None = PrivateAttr(default=None)
 
     @field_validator("annex", mode="before")
@@ -242,12 +250,24 @@ class InstanceConfig(Strict):
 
 def _read_yaml(path: Path) -> Any:
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             return yaml.safe_load(fh)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (PyYAML's own text spans several lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        return f"{where}{what}"
+    return " ".join(str(exc).split())
 
 
 def _validation_message(path: Path, exc: ValidationError) -> str:
@@ -278,20 +298,30 @@ def load_instance(path_or_instrument: str | Path) -> InstanceConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of settings")
     env = os.environ
-    def env_int(var: str, key: str) -> int:
+
+    def env_number(var: str, key: str, kind: type[int] | type[float]) -> Any:
         try:
-            return int(env[var])
+            return kind(env[var])
         except ValueError:
-            raise ConfigError(f"{p}: {key}: environment {var}={env[var]!r} is not an integer") from None
+            what = "an integer" if kind is int else "a number"
+            raise ConfigError(f"{p}: {key}: environment {var}={env[var]!r} is not {what}") from None
 
     if "HS_DDS_DOMAIN" in env:
-        data["dds_domain"] = env_int("HS_DDS_DOMAIN", "dds_domain")
+        data["dds_domain"] = env_number("HS_DDS_DOMAIN", "dds_domain", int)
     if "HS_PORT_OFFSET" in env:
-        data["port_base"] = int(data.get("port_base", 0)) + env_int("HS_PORT_OFFSET", "port_base")
+        offset = env_number("HS_PORT_OFFSET", "port_base", int)
+        if "port_base" in data:  # when missing, validation below names it
+            base = data["port_base"]
+            try:
+                if isinstance(base, (bool, float)):
+                    raise ValueError(base)
+                data["port_base"] = int(base) + offset
+            except (TypeError, ValueError):
+                raise ConfigError(f"{p}: port_base: {base!r} is not an integer (HS_PORT_OFFSET={offset} is added to it)") from None
     if "HS_ANNEX" in env:
         data["annex"] = env["HS_ANNEX"]
     if "HS_END_DEADLINE" in env:
-        data["end_deadline"] = float(env["HS_END_DEADLINE"])
+        data["end_deadline"] = env_number("HS_END_DEADLINE", "end_deadline", float)
     if "HS_STATE_DIR" in env:
         data["state_dir"] = env["HS_STATE_DIR"]
     if "HS_LFO_FORMAT" in env:
@@ -309,6 +339,14 @@ def load_keyword_map(cfg: InstanceConfig) -> KeywordMap:
     p = cfg.folder / cfg.keywords
     data = _read_yaml(p)
     return _validate(KeywordMap, {"keywords": data}, p)
+
+
+def check_configuration(cfg: InstanceConfig) -> None:
+    """Load every file the instance's configuration names (keyword map, templates): a process
+    refuses a bad one at start, with the ConfigError naming it, not later with a traceback."""
+    load_keyword_map(cfg)
+    for kind in ("primary", "sensor", "segment"):
+        load_template(cfg, kind)
 
 
 def load_template(cfg: InstanceConfig, kind: str) -> list[CardTemplate]:

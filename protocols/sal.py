@@ -202,14 +202,23 @@ def idl_class(component: str, name: str) -> type:
     )
 
 
+EVENT_HISTORY = 100  # samples of each event a late-joining reader receives
+
+
 def qos_for(kind: str) -> Any:
-    """DDS-era SAL QoS: reliable, keep-last 100; events transient-local, the rest volatile."""
+    """DDS-era SAL QoS: reliable, keep-last 100; events transient-local, the rest volatile.
+
+    An event writer serves its last 100 samples to a reader that joins late (the durability
+    service's history; Cyclone's default of 1 would hand a restarted listener only the latest
+    startIntegration and lose every exposure begun while it was down)."""
     from cyclonedds.core import Policy, Qos
     from cyclonedds.util import duration
 
-    policies = [Policy.Reliability.Reliable(duration(seconds=1)), Policy.History.KeepLast(100)]
+    policies = [Policy.Reliability.Reliable(duration(seconds=1)), Policy.History.KeepLast(EVENT_HISTORY)]
     if kind == "event":
         policies.append(Policy.Durability.TransientLocal)
+        policies.append(Policy.DurabilityService(cleanup_delay=0, history=Policy.History.KeepLast(EVENT_HISTORY),
+                                                 max_samples=-1, max_instances=-1, max_samples_per_instance=-1))  # fmt: skip
     else:
         policies.append(Policy.Durability.Volatile)
     return Qos(*policies)

@@ -29,8 +29,28 @@ def domain_id() -> int:
     return 10 + _slot()
 
 
+def _ports_free(offset: int) -> bool:
+    """No process listens on the ports any instance would take with this offset (port_base..+9)."""
+    import socket
+
+    for base in (5550, 5560, 5570):  # LATISS, ComCam, LSSTCam instance.yaml
+        for port in range(base + offset, base + offset + 10):
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    return False
+    return True
+
+
 def fresh_domain_and_offset() -> tuple[int, int]:
-    s = _slot()
+    """A DDS domain and port offset of their own; slots whose ports are taken (a deployment left
+    running by another run on this shared machine) are passed over."""
+    for _ in range(200):
+        s = _slot()
+        if _ports_free(20000 + 20 * s):
+            break
     return 10 + s, 20000 + 20 * s
 
 

@@ -3,7 +3,8 @@
 Starts the instance under supervisord (temporary run folder and annex unless --annex), plays a
 night with hs-sim (a built-in default night unless --scenario), waits until every exposure's header
 is announced on DDS, downloads each from its URL, checks the announced MD5 and fitsverify, prints a
-summary and stops everything cleanly. Exit status 0 only if every header arrived and verified.
+summary and stops everything cleanly, also when it is interrupted (SIGTERM, SIGINT: exit status
+143, 130). Exit status 0 only if every header arrived and verified.
 
 ``--annex s3`` puts the annex on S3: a moto S3 server is started on loopback (``S3_ENDPOINT_URL``
 and test credentials are given to the instance), the headers go to bucket ``rubinobs-lfa-<site>``
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from protocols.config import load_instance
 from tools.lfo import BusWatcher, KafkaBusWatcher
-from tools.runner import Deployment, venv_bin
+from tools.runner import Deployment, exit_on_signals, venv_bin
 
 
 def fitsverify(path: Path) -> tuple[int, int, str]:
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the last header after the night")
     p.add_argument("--keep", action="store_true", help="leave the run folder (logs) in place")
     args = p.parse_args(argv)
+    exit_on_signals()  # SIGTERM/SIGINT run the clean-up below: no supervisord or instance left behind
 
     tmp = Path(tempfile.mkdtemp(prefix="hs-demo-"))
     on_s3 = args.annex == "s3"
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hs-demo: {args.instrument}, {len(images)} exposures, annex {where}, logs {dep.run_dir}")
     ok = False
     watcher = None
+    sim: subprocess.Popen | None = None
     try:
         dep.start()
         dep.start_instance(args.instrument)
@@ -166,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             ok = ok and md5_ok and errors == 0
         print("hs-demo: every header announced, downloaded and verified" if ok else "hs-demo: FAILED")
     finally:
+        if sim is not None and sim.poll() is None:
+            sim.terminate()
+            sim.wait(10)
         dep.stop()
         if s3 is not None:
             s3.stop()

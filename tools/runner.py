@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +23,45 @@ CONF = PROJECT_ROOT / "supervisord.conf"
 GROUPS = {"LATISS": "latiss", "ComCam": "comcam", "LSSTCam": "lsstcam"}
 
 
+def scripts_dir() -> Path | None:
+    """Where this installation's console scripts (hs-listener...) are: the scripts folder of the
+    running Python's environment (a venv, a user install, a container's prefix), else next to it."""
+    for cand in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):
+        if (cand / "hs-listener").exists():
+            return cand
+    return None
+
+
 def venv_bin(name: str) -> str:
-    """Path of a console script of this installation (the venv that runs us)."""
-    cand = Path(sys.executable).parent / name
-    return str(cand) if cand.exists() else name
+    """Path of a console script of this installation; its bare name (found on PATH) otherwise."""
+    folder = scripts_dir()
+    return str(folder / name) if folder is not None and (folder / name).exists() else name
+
+
+def search_path(base: str) -> str:
+    """PATH for supervisord and its programs: this installation's console scripts first."""
+    folder = scripts_dir()
+    parts = [p for p in base.split(os.pathsep) if p]
+    if folder is not None and str(folder) not in parts[:1]:
+        parts.insert(0, str(folder))
+    return os.pathsep.join(parts)
+
+
+class Interrupted(SystemExit):
+    """Raised in the main thread by SIGTERM or SIGINT, so that ``finally`` blocks stop what was started."""
+
+
+def exit_on_signals() -> None:
+    """Turn SIGTERM and SIGINT into :class:`Interrupted` (exit status 128 + signal); further ones
+    are ignored while the clean-up runs, so a second Ctrl-C cannot leave supervisord behind."""
+
+    def handle(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise Interrupted(128 + signum)
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
 
 
 @dataclass
@@ -34,6 +71,7 @@ class Deployment:
     domain: int = 0
     port_offset: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. a Kafka bus's LSST_* variables
+    conf: Path = CONF
     bus: str = "dds"  # the SAL transport of every instance (HS_BUS)
 
     @property
@@ -48,6 +86,7 @@ class Deployment:
             PYTHONUNBUFFERED="1",
             HS_BUS=self.bus,
         )
+        env["PATH"] = search_path(env.get("PATH", os.defpath))
         env.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
         env.update(self.extra_env)
         return env
@@ -59,7 +98,7 @@ class Deployment:
 
     def supervisorctl(self, *args: str, check: bool = True) -> str:
         out = subprocess.run(
-            [venv_bin("supervisorctl"), "-c", str(CONF), *args],
+            [venv_bin("supervisorctl"), "-c", str(self.conf), *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -72,7 +111,7 @@ class Deployment:
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.annex.mkdir(parents=True, exist_ok=True)
-        subprocess.run([venv_bin("supervisord"), "-c", str(CONF)], env=self.env, check=True, timeout=30)
+        subprocess.run([venv_bin("supervisord"), "-c", str(self.conf)], env=self.env, check=True, timeout=30)
         sock = self.run_dir / "supervisor.sock"
         deadline = time.monotonic() + 15
         while not sock.exists():
@@ -138,10 +177,22 @@ class Deployment:
                 raise RuntimeError(f"{instrument} CSC not up on Kafka: {out.stdout}{out.stderr}")
 
     def stop(self) -> None:
-        self.supervisorctl("shutdown", check=False)
+        """Shut supervisord down with every process it runs; SIGTERM it by its pid file when it
+        does not answer (interrupted while starting, socket gone)."""
         pidfile = self.run_dir / "supervisord.pid"
+        try:
+            self.supervisorctl("shutdown", check=False)
+        except subprocess.TimeoutExpired:
+            pass
         deadline = time.monotonic() + 20
+        signalled = False
         while pidfile.exists() and time.monotonic() < deadline:
+            if not signalled and time.monotonic() > deadline - 15:
+                signalled = True
+                try:
+                    os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+                except (OSError, ValueError):
+                    pass
             time.sleep(0.1)
 
     def log(self, program: str) -> str:
