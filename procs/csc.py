@@ -15,8 +15,8 @@ answering, topics created, command reader assigned); until then it says why in i
 every few seconds, and can take no command, so it cannot become ENABLED without its bus.
 
 The commanded state is journaled (``<state_dir>/<instrument>/csc_state.json``): a CSC killed or
-crashed and restarted by supervisord resumes it (ENABLED stays ENABLED, so no exposure is skipped
-for a crash) and publishes it at once; an orderly stop (exitControl, SIGTERM) ends it.
+stopped (SIGTERM from supervisord) and started again resumes it (ENABLED stays ENABLED, so no
+exposure is skipped for a restart) and publishes it at once; only exitControl ends it.
 
 Its own command ``setHeaderCards`` (cards: JSON object, mode: merge|replace|clear; allowed in
 DISABLED and ENABLED) sets operator cards such as OBSERVER that the composer writes into every
@@ -262,10 +262,10 @@ RESTORABLE = frozenset({State.STANDBY, State.DISABLED, State.ENABLED, State.FAUL
 class StateJournal:
     """The commanded summary state, journaled so that a CSC killed or crashed comes back in it.
 
-    An operator commanded ENABLED; a kill -9 of hs-csc is not an operator command, so the restarted
-    process resumes the state (with its configuration, or its errorCode if in FAULT) instead of
-    STANDBY. An orderly end (exitControl, or SIGTERM from ``supervisorctl stop``, both publishing
-    OFFLINE) clears the journal: the next start is STANDBY, as for any CSC.
+    An operator commanded ENABLED; a kill -9 or a ``supervisorctl restart`` of hs-csc is not an
+    operator command, so the restarted process resumes the state (with its configuration, or its
+    errorCode if in FAULT) instead of STANDBY. Only exitControl, the operator's command to leave,
+    clears the journal: the next start is then STANDBY, as for any CSC.
     """
 
     def __init__(self, path: Path):
@@ -462,11 +462,14 @@ class Csc:
     def publish_state(self) -> None:
         self.pub.send_multipart(self.sender.frames(state_topic(self.cfg.instrument), self.payload()))
 
-    def set_state(self, new: State) -> None:
+    def set_state(self, new: State, journal: bool = True) -> None:
+        """Publish a new summaryState; ``journal=False`` leaves the journaled state as it is (the
+        OFFLINE of a process stopped by a signal, which resumes the commanded state at its next start)."""
         old, self.state = self.state, new
         if new != State.FAULT:
             self.error = None
-        self._journal(new)
+        if journal:
+            self._journal(new)
         self._write("summaryState", summaryState=int(new))
         self.publish_state()
         if old != new:
@@ -760,8 +763,8 @@ class Csc:
                     next_beat = time.monotonic() + HEARTBEAT_S
                 self.heartbeat()
                 self.expire_warnings()
-        if self.state != State.OFFLINE:  # stopped by a signal: we are no longer in control
-            self.set_state(State.OFFLINE)
+        if self.state != State.OFFLINE:  # stopped by a signal: no longer in control until restarted
+            self.set_state(State.OFFLINE, journal=False)
         self.close()
 
     def close(self) -> None:

@@ -50,6 +50,7 @@ from tools.bench.report import evaluate, summary_text
 from tools.bench.scenarios import bench_scenario
 from tools.bench.stats import ms_summary, ratio
 from tools.runner import GROUPS, Deployment
+from tools.s3server import MotoServer
 from tools.sim.night import Night
 
 CAMERAS = ("LATISS", "ComCam", "LSSTCam")
@@ -124,9 +125,9 @@ def _failure(exc: BaseException, dep: Deployment | None = None, instrument: str 
 class Instance:
     """One camera instance under its own supervisord, with its probe, memory sampler and player."""
 
-    def __init__(self, base: Path, instrument: str, domain: int, port_offset: int, bus: str = "dds", bus_env: dict[str, str] | None = None):
+    def __init__(self, base: Path, instrument: str, domain: int, port_offset: int, env: dict[str, str] | None = None, bus: str = "dds"):
         self.instrument = instrument
-        self.dep = Deployment(base / "run", base / "annex", domain, port_offset, extra_env=dict(bus_env or {}), bus=bus)
+        self.dep = Deployment(base / "run", base / "annex", domain, port_offset, dict(env or {}), bus=bus)
         self.camera = load_instance(instrument).camera
         self.probe: Probe | None = None
         self.mem: MemorySampler | None = None
@@ -250,8 +251,8 @@ def _ingest(inst: Instance, plan: Plan) -> dict[str, Any]:
     return out
 
 
-def run_ingest_alone(base: Path, domain: int, offset: int, plan: Plan) -> dict[str, Any]:
-    inst = Instance(base, "LATISS", domain, offset)
+def run_ingest_alone(base: Path, domain: int, offset: int, plan: Plan, env: dict[str, str]) -> dict[str, Any]:
+    inst = Instance(base, "LATISS", domain, offset, env)
     try:
         inst.dep.start()
         inst.dep.start_instance("LATISS")
@@ -264,8 +265,9 @@ def run_ingest_alone(base: Path, domain: int, offset: int, plan: Plan) -> dict[s
         inst.dep.stop()
 
 
-def run_side_by_side(base: Path, domain: int, offset: int, plan: Plan, res: dict[str, Any], series: dict) -> dict[str, Any]:
-    insts = {n: Instance(base / f"side-{n}", n, domain + k, offset + 100 * k) for k, n in enumerate(("ComCam", "LSSTCam"))}
+def run_side_by_side(base: Path, domain: int, offset: int, plan: Plan, res: dict[str, Any], series: dict,
+                     env: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+    insts = {n: Instance(base / f"side-{n}", n, domain + k, offset + 100 * k, env) for k, n in enumerate(("ComCam", "LSSTCam"))}
     out: dict[str, Any] = {"status": "ok", "setup": "two supervisord deployments on distinct DDS domains, one machine, "
                            "nights played concurrently by two players of the bench process"}  # fmt: skip
     try:
@@ -383,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bus", choices=("dds", "kafka"), default="dds",
                    help="SAL transport (default dds); kafka starts the embedded bus unless LSST_KAFKA_BROKER_ADDR is set")
     p.add_argument("--keep", action="store_true", help="keep the run folders, logs and annexes")
+    p.add_argument("--annex", choices=("local", "s3"), default="local",
+                   help="where the instances write headers: a local folder (default) or S3 (a moto server on loopback)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run the whole bench N times; each figure is the median of the runs, with its min-max spread")  # fmt: skip
     return p
@@ -405,11 +409,14 @@ def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dic
     t_run = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="hs-bench-"))
     dom, off = args.domain_base, args.port_offset
+    s3 = MotoServer(log=tmp / "moto.log").start() if args.annex == "s3" else None
+    env = {**s3.env, "HS_ANNEX": "s3"} if s3 is not None else {}
     res: dict[str, Any] = {
         "bench": {
             "version": 1,
             "argv": argv,
             "quick": args.quick,
+            "annex": args.annex,
             "cameras": plan.cameras,
             "exposures": plan.exposures,
             "speed": plan.speed,
@@ -442,12 +449,12 @@ def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dic
         for k, name in enumerate(plan.cameras):
             t0 = time.monotonic()
             here = name == "LATISS" and not on_kafka
-            run_camera(Instance(tmp / name, name, dom + k, off + 100 * k, args.bus, bus_env), plan, res, series, keep, here)
+            run_camera(Instance(tmp / name, name, dom + k, off + 100 * k, {**env, **bus_env}, args.bus), plan, res, series, keep, here)
             ingest_done = ingest_done or (here and bool(res["ingest"]))
             phases[name] = round(time.monotonic() - t0, 1)
         if not ingest_done:
             t0 = time.monotonic()
-            res["ingest"] = run_ingest_alone(tmp / "ingest", dom + 5, off + 500, plan)
+            res["ingest"] = run_ingest_alone(tmp / "ingest", dom + 5, off + 500, plan, env)
             phases["ingest"] = round(time.monotonic() - t0, 1)
         if res["ingest"].get("status") == "ok":
             size = res["ingest"].get("sample_bytes", 64)
@@ -460,7 +467,7 @@ def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dic
         elif {"ComCam", "LSSTCam"} <= set(plan.cameras) and not args.no_side_by_side:
             t0 = time.monotonic()
             log(f"ComCam and LSSTCam side by side: {plan.side_exposures} exposures each")
-            res["overlap"]["side_by_side"] = run_side_by_side(tmp / "side", dom + 3, off + 300, plan, res, series)
+            res["overlap"]["side_by_side"] = run_side_by_side(tmp / "side", dom + 3, off + 300, plan, res, series, env)
             phases["side_by_side"] = round(time.monotonic() - t0, 1)
         else:
             res["overlap"]["side_by_side"] = {"status": "skipped", "reason": "needs --cameras with ComCam and LSSTCam"}
@@ -483,6 +490,8 @@ def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dic
     finally:
         if kafka is not None:
             kafka.stop()
+        if s3 is not None:
+            s3.stop()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     res["targets"] = evaluate(res)
