@@ -390,7 +390,7 @@ class KafkaReader:
         messages = self._consumer.consume(num_messages=max_records, timeout=0)
         if not messages and timeout > 0:
             messages = self._consumer.consume(num_messages=1, timeout=timeout)
-            if messages:
+            if messages and max_records > 1:
                 messages += self._consumer.consume(num_messages=max_records - 1, timeout=0)
         out: list[BusSample] = []
         retry: dict[tuple[str, int], int] = {}
