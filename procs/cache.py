@@ -24,7 +24,7 @@ from procs.common import Counters, GcPacer, Stop, base_parser, drain, setup
 from procs.journal import read_json, write_json_atomic
 from protocols import messages, sal, salrecord
 from protocols.config import InstanceConfig
-from protocols.envelope import Envelope, EnvelopeError, GapTracker, Sender, check_frames, decode, sender_id, split_identity
+from protocols.envelope import Envelope, EnvelopeError, GapTracker, Sender, check_frames, decode, resumes, sender_id, split_identity
 
 log = logging.getLogger("cache")
 REFILL_AFTER = 5.0  # s after an outage closes before samples inside it count as a replay
@@ -313,7 +313,11 @@ class CacheServer:
             st = self.gaps.check(env)
             if st.duplicate:
                 return
-            if st.restarted or (env.sender not in self.applied and self.applied):
+            if (st.restarted or (env.sender not in self.applied and self.applied)) and resumes(env.sender):
+                self.counts["listener_resumes"] += 1
+                log.info("listener restarted (%s), resuming from its committed offsets: no outage", env.sender)
+                self.applied[env.sender] = env.seq - 1
+            elif st.restarted or (env.sender not in self.applied and self.applied):
                 self.counts["listener_restarts"] += 1
                 log.warning("listener restarted (%s): what it missed is an outage", env.sender)
                 if self.last_sample_time:

@@ -1,16 +1,22 @@
 """hs-csc: the SAL Commandable Component of one Header Service instance.
 
-Joins the instance's DDS domain as ``<csc>`` (ATHeaderService, CCHeaderService, MTHeaderService),
+Joins the instance's SAL bus (DDS domain, or Kafka as ts_salobj 8: ``bus: kafka``) as ``<csc>`` (ATHeaderService, CCHeaderService, MTHeaderService),
 salIndex 0, and behaves like any observatory CSC: starts in STANDBY; commands start, enable,
 disable, standby, exitControl and setLogLevel are answered on ackcmd (CMD_INPROGRESS then
 CMD_COMPLETE, CMD_FAILED with the reason, or CMD_NOPERM when the current state does not allow the
 command); events summaryState, heartbeat (1 s), errorCode, logMessage, softwareVersions,
 configurationsAvailable, configurationApplied and logLevel. exitControl publishes OFFLINE and ends
-the process with exit code 0.
+the process with exit code 0. ackcmd's ``cmdtype`` numbers commands as ts_salobj does (index among
+the component's sorted SAL names, ``ackcmd`` first: disable 1 ... start 6; our setHeaderCards 7).
+
+On Kafka, commands are read from the latest record in a consumer group of this start's own, and
+the CSC announces itself (summaryState STANDBY...) only once the bus is up (schema registry
+answering, topics created, command reader assigned); until then it says why in its log, retries
+every few seconds, and can take no command, so it cannot become ENABLED without its bus.
 
 The commanded state is journaled (``<state_dir>/<instrument>/csc_state.json``): a CSC killed or
-crashed and restarted by supervisord resumes it (ENABLED stays ENABLED, so no exposure is skipped
-for a crash) and publishes it at once; an orderly stop (exitControl, SIGTERM) ends it.
+stopped (SIGTERM from supervisord) and started again resumes it (ENABLED stays ENABLED, so no
+exposure is skipped for a restart) and publishes it at once; only exitControl ends it.
 
 Its own command ``setHeaderCards`` (cards: JSON object, mode: merge|replace|clear; allowed in
 DISABLED and ENABLED) sets operator cards such as OBSERVER that the composer writes into every
@@ -45,7 +51,8 @@ import zmq
 from header.cards import CardError, format_card, is_printable_ascii
 from procs.common import Counters, Stop, base_parser, setup
 from procs.journal import read_json, write_json_atomic
-from protocols import sal
+from protocols import kafka_wire, sal
+from protocols.bus import BusUnavailable, open_bus
 from protocols.config import InstanceConfig
 from protocols.csc_state import (
     FAULT_PREFIX,
@@ -256,10 +263,10 @@ RESTORABLE = frozenset({State.STANDBY, State.DISABLED, State.ENABLED, State.FAUL
 class StateJournal:
     """The commanded summary state, journaled so that a CSC killed or crashed comes back in it.
 
-    An operator commanded ENABLED; a kill -9 of hs-csc is not an operator command, so the restarted
-    process resumes the state (with its configuration, or its errorCode if in FAULT) instead of
-    STANDBY. An orderly end (exitControl, or SIGTERM from ``supervisorctl stop``, both publishing
-    OFFLINE) clears the journal: the next start is STANDBY, as for any CSC.
+    An operator commanded ENABLED; a kill -9 or a ``supervisorctl restart`` of hs-csc is not an
+    operator command, so the restarted process resumes the state (with its configuration, or its
+    errorCode if in FAULT) instead of STANDBY. Only exitControl, the operator's command to leave,
+    clears the journal: the next start is then STANDBY, as for any CSC.
     """
 
     def __init__(self, path: Path):
@@ -321,7 +328,10 @@ ALLOWED: dict[str, frozenset[State]] = {
     "setLogLevel": _ANY_STATE,
     "setHeaderCards": frozenset({State.DISABLED, State.ENABLED}),
 }
-COMMANDS = tuple(sorted(ALLOWED))  # ackcmd.cmdtype is the command's index here
+COMMANDS = tuple(sorted(ALLOWED))
+#: ackcmd.cmdtype as ts_salobj numbers ts_xml's commands; ours (setHeaderCards) after them.
+CMDTYPES = kafka_wire.header_service_command_types(c for c in COMMANDS if c not in kafka_wire.TS_XML_HEADER_SERVICE_COMMANDS)
+BUS_RETRY_S = 2.0
 EVENTS = (
     "summaryState", "heartbeat", "errorCode", "logMessage", "softwareVersions",
     "configurationsAvailable", "configurationApplied", "logLevel",
@@ -380,7 +390,7 @@ class Csc:
         self._seq: dict[str, int] = {}
         self.warnings: dict[int, tuple[str, float, float]] = {}  # code -> (report, last logged, last heard)
         self._open_zmq()
-        self._open_dds()
+        self._open_bus()
         self.log_handler = DdsLogHandler(self._write_log_message)
         log.addHandler(self.log_handler)
 
@@ -401,42 +411,35 @@ class Csc:
         self.poller.register(self.rep, zmq.POLLIN)
         self.poller.register(self.faults, zmq.POLLIN)
 
-    def _open_dds(self) -> None:
-        sal.ensure_loopback_dds()
-        from cyclonedds.domain import DomainParticipant
-        from cyclonedds.pub import DataWriter
-        from cyclonedds.sub import DataReader
-        from cyclonedds.topic import Topic
+    def _open_bus(self) -> None:
+        self.bus = open_bus(self.cfg)
+        self.writers = {ev: self.bus.writer(self.name, ev, identity=self.name) for ev in EVENTS + ("ackcmd",)}
+        group = f"hs-csc-{self.name}-{os.getpid()}-{time.time_ns()}"  # unique per start: commands from now on
+        self.commands = self.bus.reader([(self.name, f"command_{c}") for c in COMMANDS], group=group, start_at="latest")
+        self.bus_up = self.bus.kind == "dds"
+        self.bus_problem = ""
 
-        self.dp = DomainParticipant(self.cfg.dds_domain)
-
-        def topic(name: str) -> tuple[Any, Any]:
-            st = sal.get_topic(self.name, name)
-            qos = sal.qos_for(st.kind)
-            return Topic(self.dp, st.dds_name, sal.idl_class(self.name, name), qos=qos), qos
-
-        self.readers: dict[str, Any] = {}
-        for cmd in COMMANDS:
-            t, qos = topic(f"command_{cmd}")
-            self.readers[cmd] = DataReader(self.dp, t, qos=qos)
-        self.writers: dict[str, Any] = {}
-        for ev in EVENTS + ("ackcmd",):
-            t, qos = topic(ev)
-            self.writers[ev] = DataWriter(self.dp, t, qos=qos)
+    def connect_bus(self) -> bool:
+        """Kafka: try once to bring the bus up (registry, topics, command reader); True when up."""
+        if self.bus_up:
+            return True
+        try:
+            self.bus.start(registry_wait_s=1.0)
+            self.commands.wait_assigned(10.0)
+        except (BusUnavailable, TimeoutError) as exc:
+            if str(exc) != self.bus_problem:
+                log.error("SAL bus (%s) not up, %s stays unreachable; retrying every %.0f s: %s", self.bus.kind, self.name, BUS_RETRY_S, exc)
+            self.bus_problem = str(exc)
+            return False
+        self.bus_up = True
+        log.info("SAL bus (%s) up", self.bus.kind)
+        return True
 
     def _write(self, topic: str, /, **fields: Any) -> None:
-        seq = self._seq[topic] = self._seq.get(topic, 0) + 1
-        fields.setdefault("private_seqNum", seq)
-        sample = sal.make_sample(
-            self.name,
-            topic,
-            0,
-            private_sndStamp=tai_now(),
-            private_identity=self.name,
-            private_origin=self.origin,
-            **fields,
-        )
-        self.writers[topic].write(sample)
+        if not self.bus_up:
+            return
+        seq = fields.pop("private_seqNum", None)
+        self.writers[topic].write(fields, 0, seq_num=seq)
 
     def _write_log_message(self, record: logging.LogRecord) -> None:
         tb = "".join(traceback.format_exception(*record.exc_info)) if record.exc_info else ""
@@ -460,11 +463,14 @@ class Csc:
     def publish_state(self) -> None:
         self.pub.send_multipart(self.sender.frames(state_topic(self.cfg.instrument), self.payload()))
 
-    def set_state(self, new: State) -> None:
+    def set_state(self, new: State, journal: bool = True) -> None:
+        """Publish a new summaryState; ``journal=False`` leaves the journaled state as it is (the
+        OFFLINE of a process stopped by a signal, which resumes the commanded state at its next start)."""
         old, self.state = self.state, new
         if new != State.FAULT:
             self.error = None
-        self._journal(new)
+        if journal:
+            self._journal(new)
         self._write("summaryState", summaryState=int(new))
         self.publish_state()
         if old != new:
@@ -514,7 +520,11 @@ class Csc:
         self._write(
             "softwareVersions",
             cscVersion=package_version(),
-            salVersion="none: Cyclone DDS " + _dist_version("cyclonedds"),
+            salVersion=(
+                "none: Cyclone DDS " + _dist_version("cyclonedds")
+                if self.bus.kind == "dds"
+                else "none: Kafka, confluent-kafka " + _dist_version("confluent-kafka")
+            ),
             xmlVersion=interface_version(),
             subsystemVersions=f"envelope={FORMAT_VERSION}",
         )
@@ -530,10 +540,10 @@ class Csc:
         if self.store.problem:
             log.error("overrides: %s", self.store.problem)
         log.info(
-            "%s up in %s on DDS domain %d; state on %s (REP %s); overrides v%d (%d cards)",
+            "%s up in %s on %s; state on %s (REP %s); overrides v%d (%d cards)",
             self.name,
             self.state.name,
-            self.cfg.dds_domain,
+            f"DDS domain {self.cfg.dds_domain}" if self.bus.kind == "dds" else "Kafka",
             state_pub_endpoint(self.cfg),
             state_rep_endpoint(self.cfg),
             self.store.data["version"],
@@ -554,7 +564,7 @@ class Csc:
             result=result,
             identity=sample.private_identity,
             origin=sample.private_origin,
-            cmdtype=COMMANDS.index(cmd),
+            cmdtype=CMDTYPES[cmd],
             timeout=timeout,
         )
 
@@ -723,18 +733,26 @@ class Csc:
                 except zmq.Again:
                     break
                 self.handle_fault_message(frames)
-        for cmd, reader in self.readers.items():
-            for s in reader.take(N=64):
-                info = getattr(s, "sample_info", None)
-                if info is not None and not info.valid_data:
-                    continue
-                if s.salIndex != 0:
-                    continue  # addressed to another index of this component
-                self.handle_command(cmd, s)
-                if self.state == State.OFFLINE:
-                    return
+        if not self.bus_up:
+            return
+        for s in self.commands.poll(0):
+            cmd = s.name.removeprefix("command_")
+            if s.sal_index != 0 or cmd not in ALLOWED:
+                continue  # addressed to another index of this component
+            self.handle_command(cmd, s)
+            if self.state == State.OFFLINE:
+                return
 
     def run(self, stop: Stop) -> None:
+        next_try = time.monotonic()
+        while not stop.requested and not self.bus_up:
+            if time.monotonic() >= next_try and not self.connect_bus():
+                next_try = time.monotonic() + BUS_RETRY_S
+                self.publish_state()
+            self.step(wait_ms=100)
+        if stop.requested:
+            self.close()
+            return
         self.announce_startup()
         next_beat = time.monotonic() + HEARTBEAT_S
         while not stop.requested and self.state != State.OFFLINE:
@@ -745,19 +763,17 @@ class Csc:
                     next_beat = time.monotonic() + HEARTBEAT_S
                 self.heartbeat()
                 self.expire_warnings()
-        if self.state != State.OFFLINE:  # stopped by a signal: we are no longer in control
-            self.set_state(State.OFFLINE)
+        if self.state != State.OFFLINE:  # stopped by a signal: no longer in control until restarted
+            self.set_state(State.OFFLINE, journal=False)
         self.close()
 
     def close(self) -> None:
-        from cyclonedds.util import duration
-
         log.removeHandler(self.log_handler)
-        for name in ("ackcmd", "summaryState"):
-            try:
-                self.writers[name].wait_for_acks(duration(seconds=1))
-            except Exception:  # noqa: BLE001 (best effort at exit)
-                pass
+        try:
+            self.bus.flush(1.0)
+            self.bus.close()
+        except Exception:  # noqa: BLE001 (best effort at exit)
+            pass
         for sock in (self.rep, self.faults):
             sock.close(linger=0)
         self.pub.close(linger=500)

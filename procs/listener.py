@@ -3,14 +3,22 @@
 Subscribes to exactly the topics of the instrument's keyword map plus the camera triggers, and
 publishes each sample unchanged on a PUB socket, topic ``sal.<Component>.<topic>``: its serialized
 bytes as a SAL record (:mod:`protocols.salrecord`, with salIndex, private_sndStamp, the time it was
-taken and its DDS source timestamp in a fixed header). Bus access sits behind :class:`DdsBus` so another
-backend (Kafka/Avro) can replace it.
+taken and its DDS source timestamp in a fixed header). Bus access sits behind :class:`DdsBus`.
+
+On Kafka (``bus: kafka``), :class:`KafkaSource` reads the same topics in the stable consumer group
+``hs-listener-<instrument>``, turns each Avro value into the same SAL record (format 1: the sample's
+fields encoded as the CDR the DDS bus would have carried, so cache and composer are unchanged) and
+commits the offsets once the records are published: a listener killed and restarted resumes at its
+first unpublished record, and says so (its sender id ends in ``+resume``) so the cache records no
+outage. Bad records (no magic byte, unknown schema id, truncated body, a schema lacking a field the
+keyword map reads) are counted and logged with topic and offset by the reader, never fatal.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
 import time
 from collections import deque
 from typing import Any, Iterator
@@ -20,8 +28,8 @@ import zmq
 from procs.common import Counters, GcPacer, Stop, base_parser, setup
 from protocols import sal, salrecord
 from protocols.config import InstanceConfig, load_keyword_map
-from protocols.envelope import EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
-from protocols.messages import ReplayRequest
+from protocols.envelope import RESUMING, TAI_MINUS_UTC, EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
+from protocols.messages import RefillRequest, ReplayRequest, decode_request
 
 log = logging.getLogger("listener")
 REPLAY_BYTES = 48e6  # payload bytes the replay ring keeps, whatever the message count
@@ -95,17 +103,139 @@ class DdsBus:
                     yield component, name, frame, s.serialize(), (info.source_timestamp if info else None), cls
 
 
+class KafkaSource:
+    """The instance's topics on Kafka, as SAL records (format 1), in the listener's consumer group."""
+
+    COMMIT_EVERY_S = 0.05
+    STRAGGLERS_S = 0.02
+
+    def __init__(self, cfg: InstanceConfig, topics: list[tuple[str, str]], settings: Any | None = None):
+        from protocols import kafka_wire as kw
+        from protocols.bus import _sal_name
+        from protocols.kafka_bus import KafkaReader
+        from protocols.kafka_config import settings_from_env
+
+        self.settings = settings or settings_from_env(os.environ, default_subname="sal")
+        wanted: dict[str, set[str]] = {}
+        kmap = load_keyword_map(cfg)
+        self.by_name: dict[str, tuple[str, str, bytes, frozenset[str]]] = {}
+        for component, name in topics:
+            kt = kw.kafka_topic(self.settings.subname, component, _sal_name(component, name))
+            st = sal.get_topic(component, name)
+            ours = frozenset(st.field_map()) | frozenset(sal.PRIVATE_FIELDS)
+            self.by_name[kt.name] = (component, name, f"sal.{component}.{name}".encode(), ours)
+            wanted.setdefault(kt.name, set())
+        for k in kmap.keywords:
+            name = kw.kafka_topic(self.settings.subname, k.component, _sal_name(k.component, k.topic)).name
+            if name in wanted and k.field in sal.get_topic(k.component, k.topic).field_map():
+                wanted[name].add(k.field)
+        self.triggers = {n for n, (c, t, _f, _o) in self.by_name.items() if c == cfg.camera and t in cfg.trigger_topics}
+        ktopics = [kw.parse_topic_name(n) for n in self.by_name]
+        self.reader = KafkaReader(self.settings, ktopics, f"hs-listener-{cfg.instrument}", wanted=wanted)
+        self.last_commit = 0.0
+        self.max_age = cfg.telemetry_max_age
+
+    def start(self, registry_wait_s: float = 30.0) -> None:
+        self.reader.start(registry_wait_s=registry_wait_s)
+
+    def poll(self, timeout_s: float, counts: Counters) -> Iterator[tuple[bytes, bytes]]:
+        """(topic frame, SAL record) per good record."""
+        bad_before = sum(self.reader.bad.values())
+        batch = self.reader.poll(timeout=timeout_s)
+        if any(s.topic.name in self.triggers for s in batch):
+            # Kafka orders records per topic only: what was written before a camera event on other
+            # topics may still be in the fetcher's queue. Take it too, so that the event is published
+            # after the samples written before it (the composer collects as of the event).
+            batch += self.reader.poll(timeout=self.STRAGGLERS_S)
+        batch.sort(key=lambda s: s.snd_stamp)
+        for s in batch:
+            component, name, frame, ours = self.by_name[s.topic.name]
+            try:
+                yield frame, avro_record(component, name, s.data, ours, s.kafka_time)
+            except Exception as exc:  # a value our type cannot carry: counted, never fatal
+                counts["malformed"] += 1
+                log.warning("malformed %s.%s sample dropped (%s offset %d): %s", component, name, s.topic.name, s.offset, exc)
+        counts["bad_records"] += sum(self.reader.bad.values()) - bad_before
+
+    def refill(self, t0: float, t1: float, deadline_s: float = 60.0) -> Iterator[tuple[bytes, bytes]]:
+        """The records of [t0 - telemetry_max_age, t1] (TAI) again, event topics from their first
+        (compacted) record, as SAL records: a consumer of its own that commits nothing, positioned by
+        the records' timestamps (offsets for times). For a cache that no longer holds a window."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from protocols import kafka_wire as kw
+
+        def ms(t: float) -> int:
+            return int((t - TAI_MINUS_UTC) * 1000)
+
+        consumer = Consumer(self.settings.consumer_config(f"hs-refill-{os.getpid()}-{time.time_ns()}", **{"enable.auto.commit": False}))
+        try:
+            starts = consumer.offsets_for_times([TopicPartition(n, 0, ms(t0 - self.max_age)) for n in self.by_name], timeout=10.0)
+            todo: dict[str, int] = {}  # topic -> end offset (exclusive)
+            assign = []
+            for tp in starts:
+                low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, 0), timeout=10.0, cached=False)
+                start = low if kw.parse_topic_name(tp.topic).kind == "event" else (tp.offset if tp.offset >= 0 else high)
+                if start < high:
+                    todo[tp.topic] = high
+                    assign.append(TopicPartition(tp.topic, 0, max(start, low)))
+            consumer.assign(assign)
+            end = time.monotonic() + deadline_s
+            while todo and time.monotonic() < end:
+                for msg in consumer.consume(num_messages=500, timeout=0.2):
+                    name = msg.topic()
+                    if msg.error() is not None or name not in todo:
+                        continue
+                    if msg.offset() + 1 >= todo[name] or msg.timestamp()[1] > ms(t1):
+                        todo.pop(name)
+                    if msg.timestamp()[1] > ms(t1):
+                        continue
+                    component, topic, frame, ours = self.by_name[name]
+                    try:
+                        _, data = kw.decode_value(msg.value(), self.reader.registry.codec, (), topic=name, offset=msg.offset())
+                        yield frame, avro_record(component, topic, data, ours, msg.timestamp()[1] / 1e3)
+                    except Exception as exc:  # noqa: BLE001 (a bad record: said, skipped)
+                        log.warning("refill: %s offset %d skipped: %s", name, msg.offset(), exc)
+            if todo:
+                log.warning("refill: %d topic(s) not read to the end in %.0f s: %s", len(todo), deadline_s, ", ".join(sorted(todo)))
+        finally:
+            consumer.close()
+
+    def commit(self, force: bool = False) -> None:
+        """Commit what has been published (at most every COMMIT_EVERY_S unless ``force``)."""
+        now = time.monotonic()
+        if force or now - self.last_commit >= self.COMMIT_EVERY_S:
+            self.last_commit = now
+            self.reader.commit()
+
+    def close(self) -> None:
+        self.reader.close(commit=True)
+
+
+def avro_record(component: str, name: str, data: dict[str, Any], ours: frozenset[str], kafka_time: float) -> bytes:
+    """A decoded Kafka sample as the SAL record the DDS bus would have given (format 1): fields we do
+    not define (``private_revCode``, ``private_efdStamp``, ...) are left out; the Kafka record time
+    stands for the DDS source timestamp."""
+    idx = int(data.get("salIndex", 0))
+    fields = {k: v for k, v in data.items() if k in ours}
+    cdr = sal.make_sample(component, name, idx, **fields).serialize()
+    snd = data.get("private_sndStamp")
+    return salrecord.encode(cdr, idx, snd if isinstance(snd, float) else None, tai_now(), int(kafka_time * 1e9))
+
+
 try:  # Cyclone DDS's own take of serialized samples; the public take() decodes every sample
     from cyclonedds._clayer import ddspy_take as _take_raw
 except ImportError:  # pragma: no cover - another binding version
     _take_raw = None
 
 
-def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Counters) -> None:
+def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Counters, refill: Any = None) -> None:
     """Answer ``{op: replay, since: seq}``: the messages after ``since`` still in the ring, as
     ``[topic, seq, base64 of the SAL record]``.
 
     A cache that saw a gap or restarted asks for what it missed (the clone pattern's snapshot).
+    On Kafka, ``{op: refill, t0, t1}`` (hs-catchup) has ``refill`` publish that window again from
+    the log and answers how many samples it published.
     """
     while True:
         try:
@@ -114,7 +244,14 @@ def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Count
             return
         ident, rest = split_identity(frames)
         try:
-            since = ReplayRequest.decode(decode(rest).payload).since
+            req = decode_request(decode(rest).payload, (RefillRequest, ReplayRequest), default_op="replay")
+            if isinstance(req, RefillRequest):
+                if refill is None:
+                    raise ValueError("refill needs the Kafka bus (this listener reads DDS, which keeps no log)")
+                body = refill(req.t0, req.t1)
+                router.send_multipart(ident + sender.frames("ctl.reply.refill", body))
+                continue
+            since = req.since
             msgs = [[f[0].decode(), seq, base64.b64encode(f[2]).decode()] for seq, f in ring if seq > since]
             body = {"sender": sender.sender, "oldest": ring[0][0] if ring else sender.seq + 1, "messages": msgs}
         except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
@@ -134,6 +271,9 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
     router.bind(cfg.endpoints.listener_router)
     status_sender = Sender(sender_id("listener-status", cfg.instrument))  # sal.* numbers stay contiguous
     ring: deque[tuple[int, list[bytes]]] = deque()
+    if cfg.bus == "kafka":
+        run_kafka(cfg, stop, topics, pub, router, ring)
+        return
     ring_bytes = 0
     bus = DdsBus(cfg.dds_domain, topics)
     log.info(
@@ -166,6 +306,67 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
         if time.monotonic() - last_status > 10:
             last_status = time.monotonic()
             pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", {"counts": counts.as_dict()}))
+    pub.close(linger=500)
+    router.close(linger=0)
+
+
+def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pub: zmq.Socket, router: zmq.Socket, ring: deque) -> None:
+    """The listener's loop on Kafka: publish each batch, then commit its offsets."""
+    sender = Sender(sender_id("listener", cfg.instrument) + RESUMING)
+    status_sender = Sender(sender_id("listener-status", cfg.instrument))
+    try:
+        source = KafkaSource(cfg, topics)
+    except ValueError as exc:  # settings: no registry named, a bad variable
+        log.error("cannot listen on Kafka: %s", exc)
+        raise SystemExit(2) from None
+    while not stop.requested:
+        try:
+            source.start(registry_wait_s=10.0)
+            break
+        except Exception as exc:  # noqa: BLE001 (registry or broker unreachable: said, retried)
+            log.error("Kafka bus not reachable, retrying in 2 s: %s", exc)
+            time.sleep(2.0)
+    else:
+        return
+    log.info("listening on Kafka (%s, group hs-listener-%s) to %d topics, publishing on %s",
+             source.settings.broker_addr, cfg.instrument, len(topics), cfg.endpoints.listener_pub)  # fmt: skip
+    counts = Counters()
+    ring_bytes = 0
+    last_status = time.monotonic()
+    pacer = GcPacer()
+
+    def publish(frame: bytes, payload: bytes) -> None:
+        nonlocal ring_bytes
+        frames = [frame, sender.envelope(), payload]
+        pub.send_multipart(frames)
+        ring.append((sender.seq, frames))
+        ring_bytes += len(payload)
+        while (ring_bytes > REPLAY_BYTES or len(ring) > cfg.listener_replay) and len(ring) > 1:
+            ring_bytes -= len(ring.popleft()[1][2])
+        counts["samples"] += 1
+
+    def refill(t0: float, t1: float) -> dict[str, Any]:
+        n = 0
+        for frame, payload in source.refill(t0, t1):
+            publish(frame, payload)
+            n += 1
+        counts["refilled"] += n
+        log.info("refill of %.3f .. %.3f TAI: %d samples published again from Kafka", t0, t1, n)
+        return {"published": n}
+
+    while not stop.requested:
+        before = counts["samples"]
+        for frame, payload in source.poll(0.2, counts):
+            publish(frame, payload)
+        source.commit()
+        pacer.step(quiet=counts["samples"] == before)
+        serve_replays(router, ring, sender, counts, refill)
+        if time.monotonic() - last_status > 10:
+            last_status = time.monotonic()
+            counts["bad_records"] = sum(source.reader.bad.values())
+            pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", {"counts": counts.as_dict(), "bad": dict(source.reader.bad)}))
+    source.commit(force=True)
+    source.close()
     pub.close(linger=500)
     router.close(linger=0)
 

@@ -144,6 +144,44 @@ class Announcer:
         self.writer.write(s)
 
 
+class KafkaAnnouncer:
+    """Writes largeFileObjectAvailable for the instance's CSC on Kafka (``bus: kafka``).
+
+    A bus that is not up makes :meth:`announce` raise ConnectionError: the header is kept and
+    retried as for an unwritable annex, never lost."""
+
+    def __init__(self, cfg: InstanceConfig):
+        from protocols.bus import open_bus
+
+        self.csc = cfg.csc
+        self.bus = open_bus(cfg)
+        self.writer = self.bus.writer(cfg.csc, "largeFileObjectAvailable", identity=cfg.csc)
+        try:
+            self._connect(10.0)
+        except ConnectionError:
+            pass  # said in the log; tried again at the first announcement
+
+    def _connect(self, wait: float) -> None:
+        from protocols.bus import BusUnavailable
+
+        if getattr(self.bus, "started", True):
+            return
+        try:
+            self.bus.start(registry_wait_s=wait)
+            log.info("announcing on Kafka (%s)", self.bus.settings.broker_addr)
+        except BusUnavailable as exc:
+            log.error("largeFileObjectAvailable cannot be written yet: %s", exc)
+            raise ConnectionError(str(exc)) from None
+
+    def announce(self, url: str, version: int, size: int, md5: str, image: str, mime: str = MIME_TYPE["fits"]) -> None:
+        self._connect(1.0)
+        self.writer.write(
+            {"generator": self.csc, "mimeType": mime, "url": url, "version": float(version), "byteSize": size, "checkSum": md5, "id": image}
+        )
+        if self.bus.flush_pending(5.0):  # on the broker before the composer is told it is announced
+            raise ConnectionError("largeFileObjectAvailable not acknowledged by the Kafka broker in 5 s")
+
+
 class AnnexHandler(SimpleHTTPRequestHandler):
     """The annex's files, plus ``GET /index/<imageName>``: the latest index entry as JSON.
 
@@ -222,7 +260,7 @@ class Publisher:
         self.http = serve_annex(self.root, cfg.endpoints.http_port, self.index)
         self.base_url = f"http://127.0.0.1:{cfg.endpoints.http_port}"
         self.annex = open_annex(cfg, self.base_url)
-        self.announcer = Announcer(cfg)
+        self.announcer: Announcer | KafkaAnnouncer = KafkaAnnouncer(cfg) if cfg.bus == "kafka" else Announcer(cfg)
         self.pending: list[dict[str, Any]] = []  # headers whose write failed: retried, never dropped
         self.unwritable: str | None = None  # why the annex cannot be written, while it lasts
         self.setup_error: str | None = None  # why the annex cannot be used as configured (S3 credentials...)

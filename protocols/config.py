@@ -4,7 +4,7 @@ Each camera has a folder ``templates/<instrument>/`` holding ``instance.yaml`` (
 domain, annex, deadlines), ``keywords.yaml`` (where every telemetry keyword comes from) and the
 card templates per HDU kind. Every file is validated here; a bad field is named in the error.
 Environment variables override what differs per deployment: ``HS_DDS_DOMAIN``, ``HS_PORT_OFFSET``,
-``HS_ANNEX``, ``HS_STATE_DIR``, ``HS_END_DEADLINE``.
+``HS_ANNEX``, ``HS_STATE_DIR``, ``HS_END_DEADLINE``, ``HS_BUS``.
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ class InstanceConfig(Strict):
     csc: str
     camcode: str
     telescope: str
+    bus: Literal["dds", "kafka"] = "dds"  # SAL transport: Cyclone DDS, or Kafka as ts_salobj 8 (protocols/bus.py)
     dds_domain: int = Field(default=0, ge=0, le=232)
     port_base: int = Field(ge=1024, le=65000)
     segments_in_file: bool = True
@@ -327,6 +328,8 @@ def load_instance(path_or_instrument: str | Path) -> InstanceConfig:
         data["lfo_format"] = env["HS_LFO_FORMAT"]
     if "HS_TSTAND" in env:
         data["tstand"] = env["HS_TSTAND"] or None
+    if env.get("HS_BUS"):
+        data["bus"] = env["HS_BUS"]
     cfg = _validate(InstanceConfig, data, p)
     cfg._source = p.absolute()
     return cfg

@@ -125,6 +125,16 @@ def sender_id(role: str, instrument: str) -> str:
     return f"{role}.{instrument}@{socket.gethostname()}:{os.getpid()}:{time.time():.3f}"
 
 
+#: Suffix of a sender that resumes from a durable log (a Kafka listener's committed offsets): its
+#: restart is not a gap in what the bus delivered.
+RESUMING = "+resume"
+
+
+def resumes(sender: str) -> bool:
+    """True for a sender whose restart loses nothing (see :data:`RESUMING`)."""
+    return sender.endswith(RESUMING)
+
+
 class Sender:
     """Numbers and wraps outgoing messages for one socket."""
 

@@ -234,7 +234,9 @@ class KafkaWriter:
 
         ``private_seqNum`` counts from 1 per topic, as ts_salobj's writers do, unless ``seq_num`` is
         given (a command's id) or the topic is ackcmd (which carries its command's).
-        ``private_sndStamp`` is now (TAI) unless ``snd_stamp`` is given (a simulator's clock).
+        ``private_sndStamp`` is now (TAI) unless ``snd_stamp`` is given (a simulator's clock); then
+        the Kafka record's timestamp is that time too (UTC), so a night played onto Kafka can be
+        found again by time (offsets for times), as a real night is.
         """
         if self._producer is None:
             raise RuntimeError("KafkaWriter.start() first")
@@ -252,13 +254,15 @@ class KafkaWriter:
         )  # fmt: skip
         value = kw.encode_value(wt.schema_id, wt.codec, data)
         index = int(data["salIndex"]) if "salIndex" in data else None
-        self._produce(topic.name, topic.key(index), value)
+        stamp_ms = None if snd_stamp is None else int(round((snd_stamp - kw.TAI_MINUS_UTC) * 1000))
+        self._produce(topic.name, topic.key(index), value, stamp_ms)
         return data
 
-    def _produce(self, name: str, key: bytes, value: bytes) -> None:
+    def _produce(self, name: str, key: bytes, value: bytes, timestamp_ms: int | None = None) -> None:
+        extra = {} if timestamp_ms is None else {"timestamp": timestamp_ms}
         while True:
             try:
-                self._producer.produce(name, key=key, value=value, on_delivery=self._delivery)
+                self._producer.produce(name, key=key, value=value, on_delivery=self._delivery, **extra)
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self._producer.poll(0.1)
@@ -381,7 +385,13 @@ class KafkaReader:
         """The next decoded samples (possibly none); bad records are counted, logged and skipped."""
         if self._consumer is None:
             raise RuntimeError("KafkaReader.start() first")
-        messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        # consume() waits for the whole timeout unless max_records arrive: take what is queued, and
+        # only when nothing is, wait for the first record (then take what came with it).
+        messages = self._consumer.consume(num_messages=max_records, timeout=0)
+        if not messages and timeout > 0:
+            messages = self._consumer.consume(num_messages=1, timeout=timeout)
+            if messages and max_records > 1:
+                messages += self._consumer.consume(num_messages=max_records - 1, timeout=0)
         out: list[BusSample] = []
         retry: dict[tuple[str, int], int] = {}
         for msg in messages:

@@ -19,7 +19,10 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-import fastavro
+try:  # the ``kafka`` extra; the pure helpers (names, keys, cmdtype) work without it
+    import fastavro
+except ImportError:  # pragma: no cover - a DDS-only installation
+    fastavro = None
 
 from protocols import avro_schema as av
 from protocols.envelope import TAI_MINUS_UTC
@@ -184,6 +187,8 @@ class AvroCodec:
     """One Avro schema, parsed once, encoding and decoding schemaless bodies."""
 
     def __init__(self, schema: Mapping[str, Any]):
+        if fastavro is None:
+            raise RuntimeError("SAL over Kafka needs the 'kafka' extra (fastavro, confluent-kafka)")
         self.schema = dict(schema)
         self.parsed = fastavro.parse_schema(self.schema)
         self.fields = tuple(f["name"] for f in self.schema["fields"])

@@ -249,7 +249,23 @@ class RecomposeRequest(Request):
         return {"imageNames": _texts(_get(payload, "imageNames"), "imageNames")}
 
 
-AnyRequest = Union[CollectRequest, RangeRequest, LatestRequest, StatusRequest, ReplayRequest, SensorRequest, RecomposeRequest]
+@dataclass
+class RefillRequest(Request):
+    """Have the listener publish ``t0``..``t1`` again from the Kafka log (hs-catchup refill)."""
+
+    op: ClassVar[str] = "refill"
+    t0: float
+    t1: float
+
+    def _body(self) -> dict[str, Any]:
+        return {"t0": self.t0, "t1": self.t1}
+
+    @classmethod
+    def _fields(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"t0": _float(_get(payload, "t0")), "t1": _float(_get(payload, "t1"))}
+
+
+AnyRequest = Union[CollectRequest, RangeRequest, LatestRequest, StatusRequest, ReplayRequest, RefillRequest, SensorRequest, RecomposeRequest]
 CACHE_REQUESTS: tuple[type[Request], ...] = (CollectRequest, RangeRequest, LatestRequest, StatusRequest)
 COMPOSER_REQUESTS: tuple[type[Request], ...] = (SensorRequest, RecomposeRequest, StatusRequest)
 

@@ -11,6 +11,10 @@ The listener republishes each DDS sample unchanged: its serialized CDR bytes, be
     24      8     DDS source timestamp int64 ns (-1 when the bus gave none)
     32      ...   the sample's CDR bytes, with their 4-byte encapsulation header
 
+On Kafka the listener builds the same record from the decoded Avro value (the sample encoded as its
+DDS type's CDR; the Kafka record time stands for the DDS source timestamp): one format for both
+buses, so the cache and composer never know which bus a sample came from.
+
 Forwarding the bytes keeps the listener at a few microseconds per sample and lets the cache store
 samples compactly; a sample is decoded only when someone reads it (:func:`decode`), with the types
 of :mod:`protocols.sal`. :class:`CdrDecoder` reads the plain little-endian encodings Cyclone DDS

@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 
 from protocols.sal import LOOPBACK_XML
+from tests.kafka_harness import local_kafka, subname  # noqa: F401 (fixtures for every test module)
 
 os.environ.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
 
@@ -54,21 +55,26 @@ def fresh_domain_and_offset() -> tuple[int, int]:
 
 
 @pytest.fixture
-def deployment_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+def deployment_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator:
+    """``make(instruments, bus="dds"|"kafka", enable=True)``: a deployment under supervisord; on Kafka
+    its processes join the module's embedded bus (``local_kafka``) under a topic subname of their own."""
     from tools.runner import Deployment
 
     started: list[Deployment] = []
 
-    def make(instruments: tuple[str, ...] = ("LATISS",)) -> Deployment:
+    def make(instruments: tuple[str, ...] = ("LATISS",), bus: str = "dds", enable: bool = True) -> Deployment:
         domain, offset = fresh_domain_and_offset()
         base = tmp_path_factory.mktemp("hs")
-        dep = Deployment(base / "run", base / "annex", domain, offset)
+        extra: dict[str, str] = {}
+        if bus == "kafka":
+            extra = request.getfixturevalue("local_kafka").env(f"d{os.getpid()}x{next(_counter)}")
+        dep = Deployment(base / "run", base / "annex", domain, offset, extra_env=extra, bus=bus)
         dep.start()
         started.append(dep)
         for inst in instruments:
             dep.start_instance(inst)
         for inst in instruments:
-            dep.wait_running(inst)
+            dep.wait_running(inst, enable=enable)
         return dep
 
     yield make

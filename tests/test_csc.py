@@ -464,7 +464,7 @@ def test_overrides_survive_restart_and_hs_cmd(csc_env):
     stored = json.loads((Path(cfg.state_dir) / "LATISS" / "csc_overrides.json").read_text())
     assert stored["version"] == 1 and stored["cards"]["OBSERVER"]["value"] == "Jane Doe"
 
-    # a restarted CSC starts in STANDBY with the overrides it had
+    # a CSC stopped (SIGTERM) and started again resumes its commanded state with the overrides it had
     assert csc_env.stop() == 0
     proc = csc_env.start()
     follower = CscStateFollower(cfg)
@@ -472,13 +472,14 @@ def test_overrides_survive_restart_and_hs_cmd(csc_env):
         deadline = time.monotonic() + 20
         while not follower.refresh(1.0):
             assert time.monotonic() < deadline, csc_env.log()
-        assert follower.state == "STANDBY" and follower.overrides_version == 1
+        assert follower.state == "ENABLED" and follower.overrides_version == 1
         assert follower.overrides == {"OBSERVER": {"value": "Jane Doe", "comment": ""},
                                       "TEMP": {"value": 2.5, "comment": "deg C"}}  # fmt: skip
         r = csc_env.hs_cmd("enable")
         assert r.returncode == 1 and "CMD_NOPERM" in r.stdout
-        r = csc_env.hs_cmd("exitControl")
-        assert r.returncode == 0 and "CMD_COMPLETE" in r.stdout
+        for cmd in ("disable", "standby", "exitControl"):
+            r = csc_env.hs_cmd(cmd)
+            assert r.returncode == 0 and "CMD_COMPLETE" in r.stdout, (cmd, r.stdout)
         assert proc.wait(10) == 0
     finally:
         follower.close()

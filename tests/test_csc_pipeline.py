@@ -1,5 +1,6 @@
 """The CSC drives header production: nothing outside ENABLED (exposures reported skipped), operator
-cards from the next exposure on, and a provoked fault (annex unwritable) sends it to FAULT."""
+cards from the next exposure on, and a provoked fault (annex unwritable) sends it to FAULT; on the
+DDS bus and on Kafka."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import fitsio
+import pytest
 import yaml
 import zmq
 
 from protocols.config import load_instance
 from protocols.envelope import decode
 from tests.conftest import fresh_domain_and_offset, run_sim
+from tests.kafka_harness import PlainKafkaReader
 from tests.plain_dds import PlainReader
 from tools.runner import Deployment, venv_bin
 
@@ -39,9 +43,11 @@ def play(dep: Deployment, tmp: Path, name: str, scen: dict) -> str:
     return listed.stdout.split()[0]
 
 
-def test_headers_only_when_enabled_overrides_and_fault(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bus", ["dds", "kafka"])
+def test_headers_only_when_enabled_overrides_and_fault(tmp_path: Path, bus: str, request: pytest.FixtureRequest) -> None:
     domain, offset = fresh_domain_and_offset()
-    dep = Deployment(tmp_path / "run", tmp_path / "annex", domain, offset)
+    extra = request.getfixturevalue("local_kafka").env(f"cscp{domain}") if bus == "kafka" else {}
+    dep = Deployment(tmp_path / "run", tmp_path / "annex", domain, offset, extra_env=extra, bus=bus)
     dep.start()
     try:
         dep.start_instance("LATISS")
@@ -51,7 +57,11 @@ def test_headers_only_when_enabled_overrides_and_fault(tmp_path: Path) -> None:
         sub = zmq.Context.instance().socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"ctl.skipped.")
         sub.connect(cfg.endpoints.composer_pub)
-        reader = PlainReader(domain, "ATHeaderService", "logevent_largeFileObjectAvailable")
+        if bus == "kafka":
+            reader: Any = PlainKafkaReader(dep.env, "ATHeaderService", "logevent_largeFileObjectAvailable")
+            dep.wait_csc_up("LATISS")
+        else:
+            reader = PlainReader(domain, "ATHeaderService", "logevent_largeFileObjectAvailable")
         time.sleep(1.0)
 
         skipped_image = play(dep, tmp_path, "standby", one_exposure("2026-11-25T03:04:06.457", 1))

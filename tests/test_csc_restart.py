@@ -1,6 +1,6 @@
 """The CSC's commanded state survives its process: hs-csc killed with SIGKILL under supervisord
 comes back ENABLED (journaled), publishes it, and the next exposures get their headers; an orderly
-stop (SIGTERM) still ends in STANDBY. Real supervisord, real DDS, real sockets."""
+stop and start (SIGTERM) resumes it too; only exitControl ends it. Real supervisord, real DDS, real sockets."""
 
 from __future__ import annotations
 
@@ -74,8 +74,17 @@ def test_sigkill_of_the_csc_keeps_it_enabled_and_costs_no_header(deployment_fact
         assert {s["id"] for s in announced} == set(images)
         assert not skipped.poll(500), "an exposure was skipped after the CSC's restart"
 
-        # an orderly stop is an operator's decision: the next start is STANDBY, as for any CSC
+        # a stop and start by supervisord is a restart too: the commanded state is resumed
         dep.supervisorctl("stop", "latiss:latiss-csc")
+        assert (Path(cfg.state_dir) / "LATISS" / "csc_state.json").exists()
+        dep.supervisorctl("start", "latiss:latiss-csc")
+        out = hs_cmd(dep, "state")
+        assert out.returncode == 0 and "ENABLED (2)" in out.stdout, out.stdout + out.stderr
+
+        # exitControl is the operator's decision to leave: the next start is STANDBY, as for any CSC
+        assert hs_cmd(dep, "disable").returncode == 0 and hs_cmd(dep, "standby").returncode == 0
+        out = hs_cmd(dep, "exitControl")
+        assert out.returncode == 0 and "CMD_COMPLETE" in out.stdout, out.stdout + out.stderr
         assert not (Path(cfg.state_dir) / "LATISS" / "csc_state.json").exists()
         dep.supervisorctl("start", "latiss:latiss-csc")
         out = hs_cmd(dep, "state")

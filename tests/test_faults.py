@@ -93,7 +93,11 @@ def test_sigkill_every_process_during_a_100_exposure_night(tmp_path: Path) -> No
         got = reader.wait(lambda g: {s["id"] for s in g} >= set(images), timeout=120)
         announced = Counter((s["id"], s["version"]) for s in got)
         assert set(images) <= {i for i, _ in announced}, f"missing: {set(images) - {i for i, _ in announced}}; kills {kills}"
-        assert max(announced.values()) == 1, [k for k, v in announced.items() if v > 1]
+        # a publisher killed between its announcement and its record of it announces again after the
+        # restart (at least once, never lost): the repeat must be the same file, byte for byte
+        for key in [k for k, v in announced.items() if v > 1]:
+            assert "latiss-publisher" in {p for _, p in kills}, key
+            assert len({(s["url"], s["checkSum"], s["byteSize"]) for s in got if (s["id"], s["version"]) == key}) == 1, key
         latest = {}
         for e in index_entries(dep):
             if e.get("announced"):

@@ -19,6 +19,7 @@ from protocols.messages import (
     OperatorWarning,
     RangeRequest,
     RecomposeRequest,
+    RefillRequest,
     Rejected,
     ReplayRequest,
     SensorRequest,
@@ -42,6 +43,7 @@ from protocols.messages import (
         (LatestRequest(["a:0", "b:1"]), {"op": "latest", "keys": ["a:0", "b:1"]}),
         (StatusRequest(), {"op": "status"}),
         (ReplayRequest(41), {"op": "replay", "since": 41}),
+        (RefillRequest(1.0, 2.0), {"op": "refill", "t0": 1.0, "t1": 2.0}),
         (SensorRequest("MC_O_20261125_000001", "R22_S11"), {"op": "sensor", "imageName": "MC_O_20261125_000001", "sensor": "R22_S11"}),
         (RecomposeRequest(["AT_O_20261125_000001"]), {"op": "recompose", "imageNames": ["AT_O_20261125_000001"]}),
     ],
@@ -50,7 +52,7 @@ from protocols.messages import (
 def test_requests_keep_their_wire_keys_and_round_trip(msg: Any, wire: dict[str, Any]) -> None:
     assert msg.encode() == wire
     assert msg.topic() == f"ctl.request.{wire['op']}"
-    assert decode_request(wire, CACHE_REQUESTS + COMPOSER_REQUESTS + (ReplayRequest,)) == msg
+    assert decode_request(wire, CACHE_REQUESTS + COMPOSER_REQUESTS + (ReplayRequest, RefillRequest)) == msg
 
 
 @pytest.mark.parametrize(

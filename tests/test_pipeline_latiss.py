@@ -1,5 +1,6 @@
-"""End to end, LATISS: a simulated night on a real DDS domain through the four processes under
-supervisord, checked against the simulator's own plan (values in the header, files, announcements)."""
+"""End to end, LATISS: a simulated night on a real DDS domain, and on Kafka (the embedded broker and
+registry), through the four processes under supervisord, checked against the simulator's own plan
+(values in the header, files, announcements)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import yaml
 from header.astro import tai_iso
 from protocols.config import load_instance, load_keyword_map
 from tests.conftest import run_sim
+from tests.kafka_harness import PlainKafkaReader
 from tests.oracle import expected_value
 from tests.plain_dds import PlainReader
 from tools.demo import fitsverify
@@ -42,8 +44,8 @@ SCENARIO = {
 }
 
 
-@pytest.fixture(scope="module")
-def night(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+@pytest.fixture(scope="module", params=["dds", "kafka"])
+def night(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Any]:
     from tests.conftest import fresh_domain_and_offset
     from tools.runner import Deployment
 
@@ -54,14 +56,19 @@ def night(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     emissions = plan_night(scenario)
     images = [e.fields["imageName"] for e in emissions if e.topic == "startIntegration"]
     domain, offset = fresh_domain_and_offset()
-    dep = Deployment(base / "run", base / "annex", domain, offset)
+    bus = request.param
+    extra = request.getfixturevalue("local_kafka").env(f"latiss{domain}") if bus == "kafka" else {}
+    dep = Deployment(base / "run", base / "annex", domain, offset, extra_env=extra, bus=bus)
     dep.start()
     try:
         dep.start_instance("LATISS")
         dep.wait_running("LATISS")
         dep.apply_env()
         cfg = load_instance("LATISS")
-        reader = PlainReader(domain, "ATHeaderService", "logevent_largeFileObjectAvailable")
+        if bus == "kafka":
+            reader: Any = PlainKafkaReader(dep.env, "ATHeaderService", "logevent_largeFileObjectAvailable")
+        else:
+            reader = PlainReader(domain, "ATHeaderService", "logevent_largeFileObjectAvailable")
         time.sleep(1.0)
         sim = run_sim(dep, scen_path, speed=20)
         assert sim.returncode == 0, sim.stderr

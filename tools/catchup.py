@@ -7,6 +7,12 @@ publisher announces it as a new version. The annex index says what was already a
   hs-catchup --instance LATISS list [--since ISO --until ISO]
   hs-catchup --instance LATISS regenerate IMAGE [IMAGE ...]
   hs-catchup --instance LATISS regenerate --missing|--incomplete [--since ISO --until ISO]
+  hs-catchup --instance LATISS refill --since ISO --until ISO     (bus: kafka)
+
+On Kafka the log holds what the cache may no longer have (pruned, or its disk lost): ``refill``
+has the listener read that window again (telemetry from ``telemetry_max_age`` before it, events
+from their compacted topics' start) with a consumer of its own that commits nothing, and publish it
+to the cache as it would have; then ``list`` and ``regenerate`` work on it as usual.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from procs.annex import index_path
 from procs.journal import AppendLog
 from protocols.config import ConfigError, InstanceConfig, load_instance
 from protocols.envelope import Sender, decode, sender_id
-from protocols.messages import CacheClient, CacheUnavailable, RangeRequest, RecomposeRequest, topic_key
+from protocols.messages import CacheClient, CacheUnavailable, RangeRequest, RecomposeRequest, RefillRequest, topic_key
 
 
 @dataclass
@@ -147,6 +153,15 @@ def regenerate(cfg: InstanceConfig, names: list[str], timeout_s: float = 120.0) 
     return results
 
 
+def refill(cfg: InstanceConfig, since: float, until: float, timeout_s: float = 120.0) -> int:
+    """Have the Kafka listener publish [since, until] again from the log; the samples published."""
+    client = CacheClient(cfg.endpoints.listener_router, Sender(sender_id("catchup", cfg.instrument)), timeout_s=timeout_s, peer="listener")
+    reply = client.request(RefillRequest(since, until))
+    if "error" in reply:
+        raise ValueError(f"listener: {reply['error']}")
+    return int(reply.get("published", 0))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hs-catchup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--instance", default="LATISS")
@@ -159,11 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     rg.add_argument("--missing", action="store_true", help="every exposure in the range not announced")
     rg.add_argument("--incomplete", action="store_true", help="every exposure announced incomplete")
     rg.add_argument("--timeout", type=float, default=120.0)
+    sub.add_parser("refill", help="(bus: kafka) have the listener publish --since..--until again from Kafka")
     args = p.parse_args(argv)
     try:
         cfg = load_instance(args.instance)
         since = tai_seconds(args.since) if args.since else 0.0
         until = tai_seconds(args.until) if args.until else 1e12
+        if args.cmd == "refill":
+            if not (args.since and args.until):
+                raise ValueError("refill needs --since and --until (the window to read again)")
+            n = refill(cfg, since, until)
+            print(f"{n} sample(s) published again from Kafka for {args.since} .. {args.until} TAI")
+            time.sleep(1.0)  # the cache stores them as they come
+            return 0
         if args.cmd == "list":
             exps = exposures(cfg, since, until)
             for e in exps:

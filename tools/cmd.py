@@ -1,4 +1,4 @@
-"""hs-cmd: command a Header Service CSC over SAL (DDS) and wait for its answer.
+"""hs-cmd: command a Header Service CSC over SAL (DDS or Kafka) and wait for its answer.
 
     hs-cmd --instance LATISS start [--override NAME]
     hs-cmd --instance LATISS enable | disable | standby | exitControl
@@ -10,6 +10,11 @@ Each command goes out with a fresh private_seqNum and private_identity; hs-cmd p
 answering it and exits 0 on CMD_COMPLETE, 1 otherwise (failed, refused, or no answer in --timeout
 seconds). ``state`` prints the CSC's current summaryState (read as a late joiner of the
 transient-local event) and, in FAULT, the latest errorCode.
+
+On Kafka (the instance's ``bus: kafka``, ``HS_BUS`` or ``--bus kafka``; ts_salobj's LSST_* variables)
+the command is written as a ts_salobj Remote writes it (random private_seqNum, our identity) and the
+ackcmd answering it is the one with the same private_seqNum and identity; ``state`` reads the last
+summaryState record of the compacted event topic.
 """
 
 from __future__ import annotations
@@ -135,10 +140,83 @@ class Commander:
         return 0
 
 
+class KafkaCommander:
+    """A SAL client of one CSC on Kafka: commands out, ackcmd matched by private_seqNum and identity."""
+
+    def __init__(self, csc: str, env: dict[str, str] | None = None):
+        from protocols.bus import KafkaSal
+
+        self.csc = csc
+        self.bus = KafkaSal.from_env(os.environ if env is None else env)
+        self.identity = f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
+
+    def command(self, cmd: str, fields: dict[str, Any], timeout: float) -> int:
+        from protocols.bus import BusUnavailable
+        from protocols.kafka_bus import new_command_id
+
+        writer = self.bus.writer(self.csc, f"command_{cmd}", identity=self.identity)
+        acks = self.bus.reader([(self.csc, "ackcmd")], start_at="latest")
+        deadline = time.monotonic() + timeout
+        try:
+            self.bus.start(registry_wait_s=min(timeout, 10.0))
+            acks.wait_assigned(max(1.0, deadline - time.monotonic()))
+        except (BusUnavailable, TimeoutError) as exc:
+            print(f"{self.csc} {cmd}: Kafka bus not usable: {exc}")
+            return 1
+        seq = new_command_id()
+        writer.write(fields, 0, seq_num=seq)
+        self.bus.flush(5.0)
+        try:
+            while time.monotonic() < deadline:
+                for s in acks.poll(0.1):
+                    if s.data.get("private_seqNum") != seq or s.data.get("identity") != self.identity:
+                        continue
+                    ack, result = int(s.data["ack"]), s.data.get("result", "")
+                    extra = f" timeout={s.data['timeout']:g}s" if ack == AckCode.CMD_INPROGRESS else ""
+                    print(f"{self.csc} {cmd}: {_code_name(AckCode, ack)} ({ack}){extra}" + (f" result: {result}" if result else ""))
+                    sys.stdout.flush()
+                    if ack not in FINAL_NOT:
+                        return 0 if ack == AckCode.CMD_COMPLETE else 1
+        finally:
+            self.bus.close()
+        print(f"{self.csc} {cmd}: CMD_NOACK: no final ackcmd within {timeout:g} s")
+        return 1
+
+    def latest(self, event: str, timeout: float) -> dict[str, Any] | None:
+        """The last record of an event topic (salIndex 0), as a ts_salobj reader starts."""
+        reader = self.bus.reader([(self.csc, event)], start_at="latest")
+        self.bus.start(registry_wait_s=min(timeout, 10.0))
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not got:
+            got = [s.data for s in reader.poll(0.2) if s.sal_index == 0]
+        reader.close()
+        return got[-1] if got else None
+
+    def state(self, timeout: float) -> int:
+        from protocols.bus import BusUnavailable
+
+        try:
+            s = self.latest("summaryState", timeout)
+        except BusUnavailable as exc:
+            print(f"{self.csc}: Kafka bus not usable: {exc}")
+            return 1
+        if s is None:
+            print(f"{self.csc}: no summaryState on Kafka within {timeout:g} s (is hs-csc running?)")
+            return 1
+        print(f"{self.csc} summaryState: {_code_name(State, s['summaryState'])} ({s['summaryState']})")
+        if s["summaryState"] == State.FAULT:
+            e = self.latest("errorCode", 2.0)
+            if e is not None:
+                print(f"{self.csc} errorCode: {e['errorCode']} ({_code_name(ErrorCode, e['errorCode'])}) {e['errorReport']}")
+        return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hs-cmd", description=__doc__.splitlines()[0])
     p.add_argument("--instance", default="LATISS", help="LATISS, ComCam, LSSTCam or an instance.yaml (default LATISS)")
     p.add_argument("--domain", type=int, default=None, help="DDS domain id (default: the instance's, or HS_DDS_DOMAIN)")
+    p.add_argument("--bus", choices=("dds", "kafka"), default=None, help="SAL transport (default: the instance's bus)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the CSC's answer (default 10)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("start", help="STANDBY -> DISABLED")
@@ -168,7 +246,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"hs-cmd: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
     domain = args.domain if args.domain is not None else cfg.dds_domain
-    commander = Commander(cfg.csc, domain)
+    if (args.bus or cfg.bus) == "kafka":
+        from protocols.bus import BusUnavailable
+
+        try:
+            commander: Commander | KafkaCommander = KafkaCommander(cfg.csc)
+        except BusUnavailable as exc:
+            print(f"hs-cmd: {exc}", file=sys.stderr)
+            sys.exit(2)
+    else:
+        commander = Commander(cfg.csc, domain)
     if args.command == "state":
         sys.exit(commander.state(args.timeout))
     fields: dict[str, Any] = {}

@@ -10,6 +10,10 @@ summary and stops everything cleanly, also when it is interrupted (SIGTERM, SIGI
 and test credentials are given to the instance), the headers go to bucket ``rubinobs-lfa-<site>``
 under the LFA keys, and each is downloaded from S3 and checked. ``--format fits|yaml|both`` chooses
 the header files written (YAML is checked by reading it back).
+
+``--bus kafka`` runs the instance, the simulator and the watcher on SAL over Kafka; without
+``LSST_KAFKA_BROKER_ADDR`` in the environment the embedded bus (Tansu and hs-registry on loopback,
+:mod:`tools.kafka_local`) is started for the demo and its variables are given to every process.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import urllib.request
 from pathlib import Path
 
 from protocols.config import load_instance
-from tools.lfo import BusWatcher
+from tools.lfo import BusWatcher, KafkaBusWatcher
 from tools.runner import Deployment, exit_on_signals, venv_bin
 
 
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=float, default=10.0, help="simulated clock speed (default 10x; 0 = as fast as possible)")
     p.add_argument("--annex", help="annex folder to keep the headers in (default: a temporary folder), or s3 for an S3 annex on loopback")
     p.add_argument("--format", choices=("fits", "yaml", "both"), default="fits", help="header files written (default fits)")
+    p.add_argument("--bus", choices=("dds", "kafka"), default=os.environ.get("HS_BUS") or "dds", help="SAL transport (default dds)")
     p.add_argument("--domain", type=int, default=int(os.environ.get("HS_DDS_DOMAIN", "0")), help="DDS domain id")
     p.add_argument("--port-offset", type=int, default=int(os.environ.get("HS_PORT_OFFSET", "0")))
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the last header after the night")
@@ -96,7 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         extra.update(s3.env, HS_ANNEX="s3")
         os.environ.update(s3.env)  # this process downloads the headers from it
         print(f"hs-demo: S3 server (moto) on {s3.url}")
-    dep = Deployment(tmp / "run", annex, args.domain, args.port_offset, extra_env=extra)
+    kafka = None
+    if args.bus == "kafka" and not os.environ.get("LSST_KAFKA_BROKER_ADDR"):
+        from tools import kafka_local
+
+        kafka = kafka_local.start(tmp / "kafka")
+        extra.update(kafka.env(os.environ.get("LSST_TOPIC_SUBNAME") or "sal"))
+        print(f"hs-demo: embedded Kafka bus: broker {kafka.broker_addr}, registry {kafka.registry_url}")
+    dep = Deployment(tmp / "run", annex, args.domain, args.port_offset, extra_env=extra, bus=args.bus)
     dep.apply_env()
     os.environ["HS_LFO_FORMAT"] = args.format
     cfg = load_instance(args.instrument)
@@ -109,12 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     where = f"s3://{cfg.annex_bucket}" if cfg.annex_bucket else str(annex)
     print(f"hs-demo: {args.instrument}, {len(images)} exposures, annex {where}, logs {dep.run_dir}")
     ok = False
+    watcher = None
     sim: subprocess.Popen | None = None
     try:
         dep.start()
         dep.start_instance(args.instrument)
         dep.wait_running(args.instrument)
-        watcher = BusWatcher(args.domain, [(cfg.csc, "largeFileObjectAvailable"), (cfg.camera, "endOfImageTelemetry")])
+        watched = [(cfg.csc, "largeFileObjectAvailable"), (cfg.camera, "endOfImageTelemetry")]
+        watcher = KafkaBusWatcher(watched, dep.env) if args.bus == "kafka" else BusWatcher(args.domain, watched)
         time.sleep(1.0)  # let DDS discovery settle before the night starts
         sim = subprocess.Popen([venv_bin("hs-sim"), *sim_args, "--speed", str(args.speed), "--domain", str(args.domain)], env=dep.env)
         while sim.poll() is None:  # watch the bus while the night plays, so latencies are real
@@ -161,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         dep.stop()
         if s3 is not None:
             s3.stop()
+        if kafka is not None:
+            if isinstance(watcher, KafkaBusWatcher):
+                watcher.close()
+            kafka.stop()
         if not args.keep and ok:
             shutil.rmtree(dep.run_dir, ignore_errors=True)
         if (not args.annex or on_s3) and ok and not args.keep:

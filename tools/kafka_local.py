@@ -6,7 +6,9 @@ client (ours or ts_salobj's) at them. Tansu needs two client settings (measured,
 facts), which go into the consumer and producer YAML files of those variables so that every client
 picks them up: ``session.timeout.ms=1000``/``heartbeat.interval.ms=200`` (it answers a group join
 after about half the session timeout) and ``batch.num.messages=1`` (it reports a partition's end as
-the first offset of the last batch).
+the first offset of the last batch). Two more keep latency low: ``fetch.wait.max.ms=10`` (Tansu
+holds an empty fetch for the whole wait instead of answering when a record arrives, which cost
+~150 ms per hop) and ``linger.ms=0`` (send each record at once).
 
 ``python -m tools.kafka_local [--dir DIR]`` runs both until interrupted and prints the variables.
 """
@@ -30,8 +32,8 @@ from typing import IO, Any
 from protocols import kafka_config as kc
 
 #: Client settings Tansu needs (see the module docstring).
-TANSU_CONSUMER_SETTINGS = {"session.timeout.ms": 1000, "heartbeat.interval.ms": 200}
-TANSU_PRODUCER_SETTINGS = {"batch.num.messages": 1}
+TANSU_CONSUMER_SETTINGS = {"session.timeout.ms": 1000, "heartbeat.interval.ms": 200, "fetch.wait.max.ms": 10}
+TANSU_PRODUCER_SETTINGS = {"batch.num.messages": 1, "linger.ms": 0}
 
 
 class LocalKafkaError(RuntimeError):

@@ -70,8 +70,9 @@ class Deployment:
     annex: Path
     domain: int = 0
     port_offset: int = 0
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. a Kafka bus's LSST_* variables
     conf: Path = CONF
+    bus: str = "dds"  # the SAL transport of every instance (HS_BUS)
 
     @property
     def env(self) -> dict[str, str]:
@@ -83,6 +84,7 @@ class Deployment:
             HS_PORT_OFFSET=str(self.port_offset),
             HS_STATE_DIR=str(self.run_dir / "state"),
             PYTHONUNBUFFERED="1",
+            HS_BUS=self.bus,
         )
         env["PATH"] = search_path(env.get("PATH", os.defpath))
         env.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
@@ -91,7 +93,7 @@ class Deployment:
 
     def apply_env(self) -> None:
         """Make this process see the deployment's settings (for load_instance and DDS)."""
-        for k in ("HS_ANNEX", "HS_DDS_DOMAIN", "HS_PORT_OFFSET", "HS_STATE_DIR", "CYCLONEDDS_URI"):
+        for k in ("HS_ANNEX", "HS_DDS_DOMAIN", "HS_PORT_OFFSET", "HS_STATE_DIR", "CYCLONEDDS_URI", "HS_BUS", *self.extra_env):
             os.environ[k] = self.env[k]
 
     def supervisorctl(self, *args: str, check: bool = True) -> str:
@@ -145,7 +147,12 @@ class Deployment:
         raise RuntimeError(f"{instrument} processes not running: {self.status()}; logs in {self.run_dir}")
 
     def enable(self, instrument: str, timeout: float = 30.0) -> None:
-        """Drive the instance's CSC STANDBY -> DISABLED -> ENABLED with hs-cmd, as an operator does."""
+        """Drive the instance's CSC STANDBY -> DISABLED -> ENABLED with hs-cmd, as an operator does.
+
+        On Kafka, first wait for the CSC's summaryState: it announces itself once its command reader
+        has joined its group, and a command written before that would not be read (as with ts_salobj)."""
+        if self.bus == "kafka":
+            self.wait_csc_up(instrument, timeout)
         for cmd in ("start", "enable"):
             out = subprocess.run(
                 [venv_bin("hs-cmd"), "--instance", instrument, "--domain", str(self.domain), "--timeout", str(timeout), cmd],
@@ -156,6 +163,18 @@ class Deployment:
             )
             if out.returncode != 0:
                 raise RuntimeError(f"hs-cmd {cmd} failed: {out.stdout}{out.stderr}")
+
+    def wait_csc_up(self, instrument: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            out = subprocess.run(
+                [venv_bin("hs-cmd"), "--instance", instrument, "--timeout", "3", "state"],
+                env=self.env, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            if out.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{instrument} CSC not up on Kafka: {out.stdout}{out.stderr}")
 
     def stop(self) -> None:
         """Shut supervisord down with every process it runs; SIGTERM it by its pid file when it

@@ -7,6 +7,7 @@ Examples::
     hs-tap --instance LATISS --filter sal.ATCamera. --full
     hs-tap --instance LATISS --stats              # per-topic rates, gaps and restarts every second
     hs-tap tcp://127.0.0.1:5550 --json --count 10 | jq .
+    hs-tap --instance LATISS --bus kafka [--from-start]   # the instance's SAL records on Kafka
 
 The tap is a plain SUB socket: attaching it never disturbs the service. Sequence numbers are per
 sender across all its topics, so gaps are only reported when the subscription is unfiltered.
@@ -362,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PREFIX",
         help="subscribe only to topics starting with PREFIX (repeatable), e.g. sal.ATCamera. hdr. ctl.announced.",
     )
+    p.add_argument(
+        "--bus",
+        choices=("zmq", "kafka"),
+        default="zmq",
+        help="zmq: the service's sockets (default); kafka: the instance's SAL topics on Kafka (topic, offset, key, "
+        "decoded value, bad records with the reason), from ts_salobj's LSST_* variables",
+    )
+    p.add_argument("--from-start", action="store_true", help="with --bus kafka: from each topic's first record")
     p.add_argument("--count", type=int, metavar="N", help="exit after N messages (malformed ones included)")
     p.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
     mode = p.add_mutually_exclusive_group()
@@ -491,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--count must be at least 1")
     if args.timeout is not None and args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.bus == "kafka":
+        return _kafka(parser, args)
     try:
         endpoints = resolve_endpoints(args)
     except Exception as exc:  # ConfigError and friends: a clear message, not a traceback
@@ -518,6 +529,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
         tap.close()
     return rc
+
+
+def _kafka(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import os
+
+    from protocols.kafka_config import KafkaConfigError, settings_from_env
+    from tools import tap_kafka
+
+    if not args.instance:
+        parser.error("--bus kafka needs --instance NAME")
+    try:
+        settings = settings_from_env(os.environ, default_subname="sal")
+        if settings.registry_url is None:
+            raise KafkaConfigError("LSST_KAFKA_BROKER_ADDR and LSST_SCHEMA_REGISTRY_URL are not set")
+        topics = tap_kafka.instance_topics(args.instance, settings.subname)
+    except Exception as exc:  # settings or configuration: a clear message, not a traceback
+        parser.error(f"--bus kafka: {exc}")
+    signal.signal(signal.SIGTERM, _interrupt)
+    return tap_kafka.run(topics, settings, sys.stdout, sys.stderr, from_start=args.from_start, count=args.count,
+                         timeout=args.timeout, as_json=args.json)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from protocols.config import load_instance
 from tools.bench.stats import ms_summary, percentile
 from tools.runner import Deployment
 from tools.sim.night import Night
-from tools.sim.player import Player
+from tools.sim.player import KafkaPlayer, Player
 from tools.sim.scenario import Scenario
 
 
@@ -81,6 +81,22 @@ class TimedPlayer(Player):
         self.eoit[e.fields["imageName"]] = after
 
 
+class TimedKafkaPlayer(TimedPlayer, KafkaPlayer):
+    """:class:`TimedPlayer` on Kafka (``hs-bench --bus kafka``): the time taken is right after the
+    record is handed to the producer, which sends it at once (Tansu's batch.num.messages=1)."""
+
+    def __init__(self, camera: str):
+        KafkaPlayer.__init__(self, log=open(os.devnull, "w"))  # noqa: SIM115
+        self.camera = camera
+        self.eoit = {}
+        self.write_ms = []
+        self.slow_writes = 0
+
+
+def timed_player(bus: str, domain: int, camera: str) -> TimedPlayer:
+    return TimedKafkaPlayer(camera) if bus == "kafka" else TimedPlayer(domain, camera)
+
+
 class Probe:
     """The probe subprocess of one instance and the arrivals it reports."""
 
@@ -98,7 +114,7 @@ class Probe:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tools.bench.probe", "--fast", cfg.endpoints.composer_pub,
              "--instrument", instrument, "--domain", str(dep.domain), "--csc", cfg.csc,
-             "--cache", cfg.endpoints.cache_router, "--nice", str(BOOST)],
+             "--cache", cfg.endpoints.cache_router, "--nice", str(BOOST), "--bus", dep.bus],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dep.env,
         )  # fmt: skip
         self.reader = threading.Thread(target=self._read, name=f"probe-{instrument}", daemon=True)

@@ -11,6 +11,11 @@ telemetry in this process; and measures, from the moment endOfImageTelemetry is 
 - ingest: the highest ESS sample rate the listener and cache take without loss, against ddsperf;
 - memory: peak RSS of each process of each instance.
 
+``--bus kafka`` runs the instances, the player and the announcement reader on SAL over Kafka (the
+embedded broker and registry unless LSST_KAFKA_BROKER_ADDR is set) and measures the same latencies;
+its floor adds the broker's raw rate with a plain confluent-kafka producer and consumer
+(:mod:`tools.bench.kafka_floor`). The ingest step and the side-by-side run are DDS only for now.
+
 JSON goes to stdout (or --json FILE), a short summary to stderr, the latency plot to --plot.
 Targets are reported as met / not met, never asserted: the exit status is 0 unless the bench itself
 could not run (a camera that fails is reported as failed and the others go on).
@@ -37,7 +42,7 @@ from protocols.config import load_instance
 from protocols.sal import LOOPBACK_XML
 from tools.bench import ddsperf, floor
 from tools.bench.ingest import run_ingest
-from tools.bench.latency import BOOST, NightResult, Probe, TimedPlayer, play_night
+from tools.bench.latency import BOOST, NightResult, Probe, TimedPlayer, play_night, timed_player
 from tools.bench.memory import MemorySampler, group_roles
 from tools.bench.plot import write_plot
 from tools.bench.repeat import fold, spread_text
@@ -45,6 +50,7 @@ from tools.bench.report import evaluate, summary_text
 from tools.bench.scenarios import bench_scenario
 from tools.bench.stats import ms_summary, ratio
 from tools.runner import GROUPS, Deployment
+from tools.s3server import MotoServer
 from tools.sim.night import Night
 
 CAMERAS = ("LATISS", "ComCam", "LSSTCam")
@@ -119,9 +125,9 @@ def _failure(exc: BaseException, dep: Deployment | None = None, instrument: str 
 class Instance:
     """One camera instance under its own supervisord, with its probe, memory sampler and player."""
 
-    def __init__(self, base: Path, instrument: str, domain: int, port_offset: int):
+    def __init__(self, base: Path, instrument: str, domain: int, port_offset: int, env: dict[str, str] | None = None, bus: str = "dds"):
         self.instrument = instrument
-        self.dep = Deployment(base / "run", base / "annex", domain, port_offset)
+        self.dep = Deployment(base / "run", base / "annex", domain, port_offset, dict(env or {}), bus=bus)
         self.camera = load_instance(instrument).camera
         self.probe: Probe | None = None
         self.mem: MemorySampler | None = None
@@ -145,7 +151,7 @@ class Instance:
         self.mem = MemorySampler(self.dep, self.instrument).start()
         self.probe = Probe(self.dep, self.instrument)
         self.probe.wait_ready(timeout)
-        self.player = TimedPlayer(self.dep.domain, self.camera)
+        self.player = timed_player(self.dep.bus, self.dep.domain, self.camera)
 
     def night(self, n: int, speed: float, wait_s: float, overlap: bool = False, first_seq: int = 1) -> NightResult:
         assert self.player is not None and self.probe is not None
@@ -245,8 +251,8 @@ def _ingest(inst: Instance, plan: Plan) -> dict[str, Any]:
     return out
 
 
-def run_ingest_alone(base: Path, domain: int, offset: int, plan: Plan) -> dict[str, Any]:
-    inst = Instance(base, "LATISS", domain, offset)
+def run_ingest_alone(base: Path, domain: int, offset: int, plan: Plan, env: dict[str, str]) -> dict[str, Any]:
+    inst = Instance(base, "LATISS", domain, offset, env)
     try:
         inst.dep.start()
         inst.dep.start_instance("LATISS")
@@ -259,8 +265,9 @@ def run_ingest_alone(base: Path, domain: int, offset: int, plan: Plan) -> dict[s
         inst.dep.stop()
 
 
-def run_side_by_side(base: Path, domain: int, offset: int, plan: Plan, res: dict[str, Any], series: dict) -> dict[str, Any]:
-    insts = {n: Instance(base / f"side-{n}", n, domain + k, offset + 100 * k) for k, n in enumerate(("ComCam", "LSSTCam"))}
+def run_side_by_side(base: Path, domain: int, offset: int, plan: Plan, res: dict[str, Any], series: dict,
+                     env: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+    insts = {n: Instance(base / f"side-{n}", n, domain + k, offset + 100 * k, env) for k, n in enumerate(("ComCam", "LSSTCam"))}
     out: dict[str, Any] = {"status": "ok", "setup": "two supervisord deployments on distinct DDS domains, one machine, "
                            "nights played concurrently by two players of the bench process"}  # fmt: skip
     try:
@@ -375,10 +382,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ingest-sustain", type=float, metavar="SEC",
                    help="seconds of the final run at the best lossless rate (default 60; 0 with --quick)")  # fmt: skip
     p.add_argument("--no-side-by-side", action="store_true", help="skip ComCam + LSSTCam side by side")
+    p.add_argument("--bus", choices=("dds", "kafka"), default="dds",
+                   help="SAL transport (default dds); kafka starts the embedded bus unless LSST_KAFKA_BROKER_ADDR is set")
     p.add_argument("--keep", action="store_true", help="keep the run folders, logs and annexes")
+    p.add_argument("--annex", choices=("local", "s3"), default="local",
+                   help="where the instances write headers: a local folder (default) or S3 (a moto server on loopback)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run the whole bench N times; each figure is the median of the runs, with its min-max spread")  # fmt: skip
     return p
+
+
+def _kafka_bus(tmp: Path) -> tuple[Any, dict[str, str]]:
+    """The bus to bench on: the one LSST_KAFKA_BROKER_ADDR names, else the embedded one."""
+    if os.environ.get("LSST_KAFKA_BROKER_ADDR"):
+        return None, {}
+    from tools import kafka_local
+
+    kafka = kafka_local.start(tmp / "kafka")
+    log(f"embedded Kafka bus: broker {kafka.broker_addr}, registry {kafka.registry_url}")
+    return kafka, kafka.env(os.environ.get("LSST_TOPIC_SUBNAME") or "sal")
 
 
 def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dict[str, Any], dict]:
@@ -387,11 +409,14 @@ def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dic
     t_run = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="hs-bench-"))
     dom, off = args.domain_base, args.port_offset
+    s3 = MotoServer(log=tmp / "moto.log").start() if args.annex == "s3" else None
+    env = {**s3.env, "HS_ANNEX": "s3"} if s3 is not None else {}
     res: dict[str, Any] = {
         "bench": {
             "version": 1,
             "argv": argv,
             "quick": args.quick,
+            "annex": args.annex,
             "cameras": plan.cameras,
             "exposures": plan.exposures,
             "speed": plan.speed,
@@ -401,6 +426,7 @@ def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dic
             "domains": f"{dom}..{dom + 9}",
             "measuring_nice": BOOST if os.geteuid() == 0 else 0,  # player thread and probe; the instance runs at 0
             "run_dir": str(tmp) if args.keep else None,
+            "bus": args.bus,
         },
         "latency": {},
         "overlap": {"overlapping_exposures": {}, "side_by_side": None},
@@ -411,17 +437,24 @@ def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dic
     series: dict[str, dict[str, list[float]]] = {}
     keep: dict[str, Any] = {}
     phases: dict[str, float] = {}
+    kafka = None
+    bus_env: dict[str, str] = {}
     try:
-        ingest_done = False
+        if args.bus == "kafka":
+            kafka, bus_env = _kafka_bus(tmp)
+        on_kafka = args.bus == "kafka"
+        ingest_done = on_kafka
+        if on_kafka:
+            res["ingest"] = {"status": "skipped", "reason": "the ingest step runs on DDS only (hs-bench --bus dds)"}
         for k, name in enumerate(plan.cameras):
             t0 = time.monotonic()
-            here = name == "LATISS"
-            run_camera(Instance(tmp / name, name, dom + k, off + 100 * k), plan, res, series, keep, here)
+            here = name == "LATISS" and not on_kafka
+            run_camera(Instance(tmp / name, name, dom + k, off + 100 * k, {**env, **bus_env}, args.bus), plan, res, series, keep, here)
             ingest_done = ingest_done or (here and bool(res["ingest"]))
             phases[name] = round(time.monotonic() - t0, 1)
         if not ingest_done:
             t0 = time.monotonic()
-            res["ingest"] = run_ingest_alone(tmp / "ingest", dom + 5, off + 500, plan)
+            res["ingest"] = run_ingest_alone(tmp / "ingest", dom + 5, off + 500, plan, env)
             phases["ingest"] = round(time.monotonic() - t0, 1)
         if res["ingest"].get("status") == "ok":
             size = res["ingest"].get("sample_bytes", 64)
@@ -429,21 +462,36 @@ def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dic
             res["ingest"]["ddsperf"] = dp
             ours = res["ingest"]["sustained_per_s"] or res["ingest"]["max_lossless_step_per_s"]
             res["ingest"]["ratio_to_ddsperf"] = ratio(ours, dp.get("samples_per_s"), 4)
-        if {"ComCam", "LSSTCam"} <= set(plan.cameras) and not args.no_side_by_side:
+        if on_kafka:
+            res["overlap"]["side_by_side"] = {"status": "skipped", "reason": "side by side runs on DDS only"}
+        elif {"ComCam", "LSSTCam"} <= set(plan.cameras) and not args.no_side_by_side:
             t0 = time.monotonic()
             log(f"ComCam and LSSTCam side by side: {plan.side_exposures} exposures each")
-            res["overlap"]["side_by_side"] = run_side_by_side(tmp / "side", dom + 3, off + 300, plan, res, series)
+            res["overlap"]["side_by_side"] = run_side_by_side(tmp / "side", dom + 3, off + 300, plan, res, series, env)
             phases["side_by_side"] = round(time.monotonic() - t0, 1)
         else:
             res["overlap"]["side_by_side"] = {"status": "skipped", "reason": "needs --cameras with ComCam and LSSTCam"}
         t0 = time.monotonic()
         log("floor: ddsperf ping/pong, ZeroMQ hops, fitsio + MD5")
         res["floor"] = run_floor(plan, res, keep, dom + 7)
+        if on_kafka:
+            from protocols.kafka_config import settings_from_env
+            from tools.bench.kafka_floor import raw_rate
+
+            log("floor: the Kafka broker's raw rate (plain confluent-kafka producer and consumer)")
+            try:
+                res["floor"]["kafka_raw"] = raw_rate(settings_from_env({**os.environ, **bus_env}, default_subname="sal"))
+            except Exception as exc:  # noqa: BLE001 - reported, the bench goes on
+                res["floor"]["kafka_raw"] = _failure(exc)
         phases["floor"] = round(time.monotonic() - t0, 1)
     except KeyboardInterrupt:
         log("interrupted")
         res["bench"]["interrupted"] = True
     finally:
+        if kafka is not None:
+            kafka.stop()
+        if s3 is not None:
+            s3.stop()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     res["targets"] = evaluate(res)

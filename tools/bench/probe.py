@@ -159,12 +159,31 @@ def dds_loop(domain: int, csc: str, out: Out, stop: threading.Event) -> None:
             out.emit(k="lfo", image=s.id, t=t, v=int(s.version), bytes=int(s.byteSize), md5=s.checkSum, url=s.url)
 
 
+def kafka_loop(csc: str, out: Out, stop: threading.Event) -> None:
+    """largeFileObjectAvailable on Kafka (``--bus kafka``), read from the next record on."""
+    from protocols.bus import KafkaSal
+
+    bus = KafkaSal.from_env(os.environ)
+    reader = bus.reader([(csc, "largeFileObjectAvailable")], start_at="latest")
+    bus.start()
+    reader.wait_assigned(30.0)
+    out.emit(k="lfo_ready", t=time.time())
+    while not stop.is_set():
+        samples = reader.poll(0.05)
+        t = time.time()
+        for s in samples:
+            d = s.data
+            out.emit(k="lfo", image=d["id"], t=t, v=int(d["version"]), bytes=int(d["byteSize"]), md5=d["checkSum"], url=d["url"])
+    bus.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hs-bench-probe", description=__doc__.splitlines()[0])
     p.add_argument("--fast", required=True, help="composer fast-path PUB endpoint")
     p.add_argument("--instrument", required=True)
     p.add_argument("--domain", type=int, required=True)
     p.add_argument("--csc", required=True, help="CSC announcing the headers (e.g. ATHeaderService)")
+    p.add_argument("--bus", choices=("dds", "kafka"), default="dds", help="where largeFileObjectAvailable is read")
     p.add_argument("--cache", help="cache ROUTER endpoint: time a status request every 0.1 s")
     p.add_argument("--nice", type=int, default=0, help="scheduling priority of the probe's threads (negative: root only)")
     args = p.parse_args(argv)
@@ -180,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     stats = {"received": 0, "malformed": 0, "gaps": 0}
     threads = [
         threading.Thread(target=fast_loop, args=(args.fast, args.instrument, out, stop, kept, stats), daemon=True),
-        threading.Thread(target=dds_loop, args=(args.domain, args.csc, out, stop), daemon=True),
+        threading.Thread(target=kafka_loop, args=(args.csc, out, stop), daemon=True)
+        if args.bus == "kafka"
+        else threading.Thread(target=dds_loop, args=(args.domain, args.csc, out, stop), daemon=True),
     ]
     rtts: list[float] = []
     if args.cache:

@@ -110,7 +110,7 @@ def _row(label: str, r: dict[str, Any] | None, floor: dict[str, Any] | None = No
 
 def summary_text(res: dict[str, Any]) -> str:
     b = res["bench"]
-    lines = [f"hs-bench: {', '.join(b['cameras'])}; {b['exposures']} exposures at {b['speed']:g}x; "
+    lines = [f"hs-bench: {', '.join(b['cameras'])}; {b['exposures']} exposures at {b['speed']:g}x; annex {b.get('annex', 'local')}; "
              f"{b['host']['cpus']} CPUs, load {b['host']['loadavg'][0]:.2f}; {b['wall_s']:.0f} s"]  # fmt: skip
     lines.append(f"  {'latency (ms)':<22} {'n':>4} {'fast p50':>7} {'p99':>7} {'max':>7}   {'LFO p50':>7} {'p99':>7} {'max':>7}"
                  f"   {'floor f':>5} {'floor a':>6}   {'ratio p50 f/a':>13}   {'ratio p99 f/a':>13}")  # fmt: skip

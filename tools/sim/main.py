@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="shift the night so its first exposure starts a few seconds from now and play it in true "
         "time (live demos); explicit image names get the new DAYOBS",
     )
+    p.add_argument(
+        "--bus",
+        choices=("dds", "kafka"),
+        default=os.environ.get("HS_BUS") or "dds",
+        help="SAL transport (default $HS_BUS or dds); kafka uses ts_salobj's LSST_* variables",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the timeline summary and exit (no DDS)")
     p.add_argument("--list-images", action="store_true", help="print the image names, one per line, and exit (no DDS)")
     p.add_argument(
@@ -192,11 +198,22 @@ def run(argv: list[str] | None = None) -> int:
         print(f"hs-sim: warning: target below the horizon at the start of {', '.join(low)}", file=log)
     print(
         f"hs-sim: {sc.instrument} night of {len(sc.exposures)} exposures, {tai_iso(night.t_start)} .. "
-        f"{tai_iso(night.t_end)} TAI, domain {domain}, speed {args.speed:g}",
+        f"{tai_iso(night.t_end)} TAI, {'Kafka' if args.bus == 'kafka' else f'domain {domain}'}, speed {args.speed:g}",
         file=log,
         flush=True,
     )
-    player = Player(domain, log=open(os.devnull, "w") if args.quiet else log)  # noqa: SIM115
+    out = open(os.devnull, "w") if args.quiet else log  # noqa: SIM115
+    if args.bus == "kafka":
+        from protocols.bus import BusUnavailable
+        from tools.sim.player import KafkaPlayer
+
+        try:
+            player: Player = KafkaPlayer(log=out)
+        except BusUnavailable as exc:
+            print(f"hs-sim: {exc}", file=sys.stderr)
+            return 2
+    else:
+        player = Player(domain, log=out)
     try:
         player.prepare_topics(night.topics())
         if args.wait_readers > 0:
