@@ -133,10 +133,10 @@ class Store:
         h = self.histories.get(key)
         return h.between(t0, t1) if h else []
 
-    def collect(self, req: dict[str, Any]) -> dict[str, Any]:
+    def collect(self, req: messages.CollectRequest) -> dict[str, Any]:
         """Snapshots at each point and samples in each window; with ``fields`` (topic key -> field
         names) only those fields of each sample's data are sent."""
-        fields = {k: frozenset(v) for k, v in (req.get("fields") or {}).items()}
+        fields = {k: frozenset(v) for k, v in req.fields.items()}
 
         def trim(key: str, s: dict[str, Any] | None) -> dict[str, Any] | None:
             keep = fields.get(key)
@@ -145,14 +145,11 @@ class Store:
             return dict(s, data={f: v for f, v in s["data"].items() if f in keep})
 
         snaps = {
-            point: {key: trim(key, self.as_of(key, float(req["points"][point]))) for key in keys}
-            for point, keys in req.get("topics", {}).items()
-            if point in req.get("points", {})
+            point: {key: trim(key, self.as_of(key, req.points[point])) for key in keys}
+            for point, keys in req.topics.items()
+            if point in req.points
         }
-        windows = {
-            w["key"]: [trim(w["key"], s) for s in self.between(w["key"], float(w["t0"]), float(w["t1"]))]
-            for w in req.get("windows", [])
-        }
+        windows = {w.key: [trim(w.key, s) for s in self.between(w.key, w.t0, w.t1)] for w in req.windows}
         return {"snapshots": snaps, "windows": windows}
 
 
@@ -233,7 +230,7 @@ class CacheServer:
         self.counts = Counters()
         self.gaps = GapTracker()
         self.applied: dict[str, int] = {}  # listener sender -> last applied seq
-        self.parked: list[tuple[float, list[bytes], dict[str, Any]]] = []
+        self.parked: list[tuple[float, list[bytes], messages.Request]] = []
         ctx = zmq.Context.instance()
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.RCVHWM, 200000)
@@ -265,7 +262,7 @@ class CacheServer:
     def replay(self, sender: str, since: int) -> bool:
         """Ask the listener for the messages after ``since``; False when it cannot give them all."""
         try:
-            body = self.listener.request({"op": "replay", "since": since})
+            body = self.listener.request(messages.ReplayRequest(since))
         except messages.CacheUnavailable as exc:
             log.warning("replay not possible: %s", exc)
             return False
@@ -337,48 +334,54 @@ class CacheServer:
             self.counts["bad_messages"] += 1
             log.warning("bad message from the listener ignored: %s", exc)
 
-    def caught_up(self, req: dict[str, Any]) -> bool:
-        after = req.get("after")
-        if not after:
+    def caught_up(self, req: messages.Request) -> bool:
+        if req.after is None:
             return True
-        return self.applied.get(after.get("sender", ""), 0) >= int(after.get("seq", 0))
+        return self.applied.get(req.after.sender, 0) >= req.after.seq
 
-    def answer(self, ident: list[bytes], req: dict[str, Any], late: bool = False) -> None:
-        op = req.get("op")
-        if op == "collect":
+    def answer(self, ident: list[bytes], req: messages.Request, late: bool = False) -> None:
+        if isinstance(req, messages.CollectRequest):
             body = self.store.collect(req)
             body["caught_up"] = not late
-            pts = [float(v) for v in req.get("points", {}).values()]
+            pts = list(req.points.values())
             if pts:
                 lo, hi = min(pts) - self.cfg.telemetry_max_age, max(pts)
                 spans = self.outages + ([[self.open_outage, 1e12]] if self.open_outage is not None else [])
                 body["outages"] = [o for o in spans if o[0] < hi and o[1] > lo]
-        elif op == "range":
-            body = {"samples": self.store.between(req["key"], float(req["t0"]), float(req["t1"]))}
-        elif op == "latest":
-            body = {"samples": {k: (self.store.histories[k].latest() if k in self.store.histories else None) for k in req.get("keys", [])}}
-        elif op == "status":
+        elif isinstance(req, messages.RangeRequest):
+            body = {"samples": self.store.between(req.key, req.t0, req.t1)}
+        elif isinstance(req, messages.LatestRequest):
+            body = {"samples": {k: (self.store.histories[k].latest() if k in self.store.histories else None) for k in req.keys}}
+        else:
             body = {
                 "outages": self.outages,
                 "counts": self.counts.as_dict(),
                 "topics": {k: len(h.times) for k, h in self.store.histories.items()},
             }
-        else:
-            self.counts["bad_requests"] += 1
-            log.warning("unknown op %r", op)
-            body = {"error": f"unknown op {op!r}"}
-        self.router.send_multipart(ident + self.sender.frames(f"ctl.reply.{op}", body))
+        self.router.send_multipart(ident + self.sender.frames(f"ctl.reply.{req.op}", body))
 
     def on_request(self, frames: list[bytes]) -> None:
         ident, rest = split_identity(frames)
         try:
-            req = decode(rest).payload
-            if not isinstance(req, dict):
+            payload = decode(rest).payload
+            if not isinstance(payload, dict):
                 raise EnvelopeError("request payload is not an object")
         except EnvelopeError as exc:
             self.counts["bad_requests"] += 1
             log.warning("request rejected: %s", exc)
             self.router.send_multipart(ident + self.sender.frames("ctl.reply.error", {"error": str(exc)}))
+            return
+        try:
+            req = messages.decode_request(payload, messages.CACHE_REQUESTS)
+        except messages.UnknownOp as exc:
+            self.counts["bad_requests"] += 1
+            log.warning("%s", exc)
+            self.router.send_multipart(ident + self.sender.frames(f"ctl.reply.{payload.get('op')}", {"error": str(exc)}))
+            return
+        except EnvelopeError as exc:
+            self.counts["bad_requests"] += 1
+            log.warning("request rejected: %s", exc)
+            self.router.send_multipart(ident + self.sender.frames("ctl.reply.error", {"error": f"bad request: {exc}"}))
             return
         try:
             if self.caught_up(req):

@@ -68,6 +68,7 @@ from protocols.csc_state import (
     state_topic,
 )
 from protocols.envelope import FORMAT_VERSION, TAI_MINUS_UTC, EnvelopeError, Sender, decode, loads_bounded, sender_id, tai_now
+from protocols.messages import Fault, OperatorWarning
 
 log = logging.getLogger("csc")
 
@@ -675,17 +676,16 @@ class Csc:
     def handle_fault_message(self, frames: list[bytes]) -> None:
         try:
             msg = decode(frames)
-            code, report = msg.payload["code"], msg.payload["report"]
-            if not isinstance(code, int) or isinstance(code, bool):
-                raise TypeError(f"code {code!r} is not an integer")
-        except (EnvelopeError, KeyError, TypeError) as exc:
+            kind = OperatorWarning if msg.topic.startswith(WARNING_PREFIX) else Fault
+            got = kind.decode(msg.payload)
+        except EnvelopeError as exc:
             self.counts["bad_fault_messages"] += 1
             log.warning("malformed fault message ignored: %s", exc)
             return
-        who = msg.envelope.sender.split("@", 1)[0]
-        report = f"{who}: {report}"
-        if msg.topic.startswith(WARNING_PREFIX):
-            self.warn(code, report, msg.payload.get("active") is not False)
+        code = got.code
+        report = f"{msg.envelope.sender.split('@', 1)[0]}: {got.report}"
+        if isinstance(got, OperatorWarning):
+            self.warn(code, report, got.active)
             return
         if self.state in (State.ENABLED, State.DISABLED):
             self.fault(code, report)

@@ -29,6 +29,7 @@ from procs.common import Counters, GcPacer, Stop, base_parser, setup
 from protocols import sal, salrecord
 from protocols.config import InstanceConfig, load_keyword_map
 from protocols.envelope import RESUMING, TAI_MINUS_UTC, EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
+from protocols.messages import RefillRequest, ReplayRequest, decode_request
 
 log = logging.getLogger("listener")
 REPLAY_BYTES = 48e6  # payload bytes the replay ring keeps, whatever the message count
@@ -243,14 +244,14 @@ def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Count
             return
         ident, rest = split_identity(frames)
         try:
-            req = decode(rest).payload
-            if isinstance(req, dict) and req.get("op") == "refill":
+            req = decode_request(decode(rest).payload, (RefillRequest, ReplayRequest), default_op="replay")
+            if isinstance(req, RefillRequest):
                 if refill is None:
                     raise ValueError("refill needs the Kafka bus (this listener reads DDS, which keeps no log)")
-                body = refill(float(req["t0"]), float(req["t1"]))
+                body = refill(req.t0, req.t1)
                 router.send_multipart(ident + sender.frames("ctl.reply.refill", body))
                 continue
-            since = int(req["since"])
+            since = req.since
             msgs = [[f[0].decode(), seq, base64.b64encode(f[2]).decode()] for seq, f in ring if seq > since]
             body = {"sender": sender.sender, "oldest": ring[0][0] if ring else sender.seq + 1, "messages": msgs}
         except (EnvelopeError, KeyError, TypeError, ValueError) as exc:

@@ -39,6 +39,7 @@ from protocols import sal
 from protocols.config import InstanceConfig
 from protocols.csc_state import ErrorCode, fault_frames, warning_frames
 from protocols.envelope import EnvelopeError, Sender, decode, sender_id, tai_now
+from protocols.messages import Rejected
 from protocols.names import BadName, check_image_name, image_name_problem
 
 log = logging.getLogger("publisher")
@@ -430,7 +431,7 @@ class Publisher:
         log.error("%s v%s set aside in %s: %s", str(image)[:80], version, rel, reason)
         topic_name = image if image_name_problem(image) is None else "invalid"
         self.pub.send_multipart(
-            self.sender.frames(f"ctl.rejected.{topic_name}", {"imageName": image, "version": version, "reason": reason, "path": rel})
+            self.sender.frames(f"ctl.rejected.{topic_name}", Rejected(image, version, reason, rel).encode())
         )
         self.pub.send_multipart(
             warning_frames(self.sender, self.cfg.instrument, ErrorCode.HEADER_SET_ASIDE, f"header {str(image)[:80]} v{version} set aside in {rel}: {reason}")

@@ -34,6 +34,7 @@ import zmq
 
 from protocols.config import InstanceConfig
 from protocols.envelope import EnvelopeError, Sender, decode, sender_id
+from protocols.messages import Fault, OperatorWarning
 
 #: Port offsets from the instance's port_base (listener +0 ... publisher PUB +4, HTTP +9).
 STATE_PUB_OFFSET = 6
@@ -100,13 +101,13 @@ def fault_topic(instrument: str) -> str:
 
 def fault_frames(sender: Sender, instrument: str, code: int, report: str) -> list[bytes]:
     """The message a header process PUBlishes on its own PUB socket to put the CSC in FAULT."""
-    return sender.frames(fault_topic(instrument), {"code": int(code), "report": str(report)})
+    return sender.frames(fault_topic(instrument), Fault(int(code), str(report)).encode())
 
 
 def warning_frames(sender: Sender, instrument: str, code: int, report: str, active: bool = True) -> list[bytes]:
     """The message a header process PUBlishes to warn operators through the CSC (no state change);
     ``active=False`` says the condition of ``code`` is over."""
-    return sender.frames(f"{WARNING_PREFIX}{instrument}", {"code": int(code), "report": str(report), "active": bool(active)})
+    return sender.frames(f"{WARNING_PREFIX}{instrument}", OperatorWarning(int(code), str(report), bool(active)).encode())
 
 
 def empty_overrides() -> dict[str, Any]:

@@ -37,6 +37,7 @@ import fitsio
 import zmq
 
 from protocols.envelope import Envelope, EnvelopeError, GapTracker, decode
+from protocols.messages import SensorRequest
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +432,8 @@ class SensorHeaderClient:
         self.sock.connect(endpoint)
 
     def get(self, image_name: str, sensor: str) -> SensorHeader:
-        self.sock.send_multipart(self.sender.frames("ctl.request.sensor", {"op": "sensor", "imageName": image_name, "sensor": sensor}))
+        req = SensorRequest(image_name, sensor)
+        self.sock.send_multipart(self.sender.frames(req.topic(), req.encode()))
         if not self.sock.poll(self.timeout_ms):
             self.sock.close()
             self.sock = zmq.Context.instance().socket(zmq.REQ)

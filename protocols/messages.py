@@ -7,16 +7,370 @@
   fast path and PUSH to the publisher).
 - ``ctl.announced.<imageName>``: ``{imageName, version, path, url, md5, byteSize, announced}``
   (publisher PUB, after the DDS announcement).
-- Cache requests (REQ to the cache ROUTER): ``{op: collect|range|latest|status, ...}``.
+- ``ctl.rejected.<imageName>``: ``{imageName, version, reason, path}`` (publisher PUB, header set aside).
+- ``ctl.skipped.<instrument>.<imageName>``: ``{imageName, reason[, duplicate]}`` (composer PUB).
+- ``ctl.fault.<instrument>``: ``{code, report}``; ``ctl.warning.<instrument>``: ``{code, report,
+  active}`` (composer and publisher PUB, read by hs-csc; see :mod:`protocols.csc_state`).
+- Requests (REQ to a ROUTER, topic ``ctl.request.<op>``): the cache's ``collect``, ``range``,
+  ``latest`` and ``status``; the composer's ``sensor``, ``recompose`` and ``status``; the
+  listener's ``replay``.
+
+Every request and control message is a dataclass here with one ``encode`` (the JSON payload, the
+same keys as ever) and one ``decode`` that validates and raises :class:`EnvelopeError` with the
+reason; senders and receivers use these instead of dictionaries written by hand.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
 
 import zmq
 
 from protocols.envelope import EnvelopeError, Sender, decode
+
+
+class UnknownOp(EnvelopeError):
+    """A request whose ``op`` the receiver does not serve."""
+
+
+def _get(payload: dict[str, Any], key: str) -> Any:
+    try:
+        return payload[key]
+    except KeyError as exc:
+        raise EnvelopeError(str(exc)) from None
+
+
+def _float(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EnvelopeError(str(exc)) from None
+
+
+def _text(x: Any, what: str) -> str:
+    if not isinstance(x, str):
+        raise EnvelopeError(f"{what} is not text: {type(x).__name__}")
+    return x
+
+
+def _texts(x: Any, what: str) -> list[str]:
+    if not isinstance(x, list) or not all(isinstance(v, str) for v in x):
+        raise EnvelopeError(f"{what} is not a list of text")
+    return x
+
+
+def _object(x: Any, what: str) -> dict[str, Any]:
+    if not isinstance(x, dict):
+        raise EnvelopeError(f"{what} is not an object")
+    return x
+
+
+@dataclass
+class After:
+    """Answer only once the listener's message ``seq`` of ``sender`` has reached the cache."""
+
+    sender: str
+    seq: int
+
+    def encode(self) -> dict[str, Any]:
+        return {"sender": self.sender, "seq": self.seq}
+
+    @classmethod
+    def decode(cls, x: Any) -> After | None:
+        if not x:
+            return None
+        x = _object(x, "after")
+        seq = x.get("seq", 0)
+        if isinstance(seq, bool) or not isinstance(seq, (int, float)) or not math.isfinite(seq):
+            raise EnvelopeError(f"after.seq is not a sequence number: {seq!r}")
+        return cls(str(x.get("sender", "")), int(seq))
+
+
+@dataclass
+class Request:
+    """A request to a ROUTER; ``after`` is read by the cache alone."""
+
+    op: ClassVar[str] = ""
+    after: After | None = field(default=None, kw_only=True)
+
+    def topic(self) -> str:
+        return f"ctl.request.{self.op}"
+
+    def _body(self) -> dict[str, Any]:
+        return {}
+
+    def encode(self) -> dict[str, Any]:
+        body = {"op": self.op, **self._body()}
+        if self.after is not None:
+            body["after"] = self.after.encode()
+        return body
+
+    @classmethod
+    def _fields(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def decode(cls, payload: Any) -> Request:
+        payload = _object(payload, "request payload")
+        return cls(**cls._fields(payload), after=After.decode(payload.get("after")))
+
+
+@dataclass
+class Window:
+    """Every sample of ``key`` between ``t0`` and ``t1`` (a monitored topic)."""
+
+    key: str
+    t0: float
+    t1: float
+
+    def encode(self) -> dict[str, Any]:
+        return {"key": self.key, "t0": self.t0, "t1": self.t1}
+
+    @classmethod
+    def decode(cls, x: Any) -> Window:
+        x = _object(x, "window")
+        return cls(_text(_get(x, "key"), "window key"), _float(_get(x, "t0")), _float(_get(x, "t1")))
+
+
+@dataclass
+class CollectRequest(Request):
+    """One header's telemetry: per collection point (TAI time) its topics' snapshots, the monitored
+    topics' windows, and the fields each topic is read for."""
+
+    op: ClassVar[str] = "collect"
+    points: dict[str, float]
+    topics: dict[str, list[str]]
+    windows: list[Window] = field(default_factory=list)
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+    def _body(self) -> dict[str, Any]:
+        return {"points": self.points, "topics": self.topics, "windows": [w.encode() for w in self.windows],
+                "fields": self.fields}  # fmt: skip
+
+    @classmethod
+    def _fields(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        points = {str(k): _float(v) for k, v in _object(payload.get("points", {}), "points").items()}
+        topics = {str(k): _texts(v, f"topics of {k}") for k, v in _object(payload.get("topics", {}), "topics").items()}
+        windows = payload.get("windows") or []
+        if not isinstance(windows, list):
+            raise EnvelopeError("windows is not a list")
+        fields = {str(k): _texts(v, f"fields of {k}") for k, v in _object(payload.get("fields") or {}, "fields").items()}
+        return {"points": points, "topics": topics, "windows": [Window.decode(w) for w in windows], "fields": fields}
+
+
+@dataclass
+class RangeRequest(Request):
+    """Every sample of one topic key stamped between ``t0`` and ``t1``."""
+
+    op: ClassVar[str] = "range"
+    key: str
+    t0: float
+    t1: float
+
+    def _body(self) -> dict[str, Any]:
+        return {"key": self.key, "t0": self.t0, "t1": self.t1}
+
+    @classmethod
+    def _fields(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"key": _text(_get(payload, "key"), "key"), "t0": _float(_get(payload, "t0")), "t1": _float(_get(payload, "t1"))}
+
+
+@dataclass
+class LatestRequest(Request):
+    """The latest sample of each topic key."""
+
+    op: ClassVar[str] = "latest"
+    keys: list[str] = field(default_factory=list)
+
+    def _body(self) -> dict[str, Any]:
+        return {"keys": self.keys}
+
+    @classmethod
+    def _fields(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"keys": _texts(payload.get("keys", []), "keys")}
+
+
+@dataclass
+class StatusRequest(Request):
+    """A process's counts and state (cache and composer)."""
+
+    op: ClassVar[str] = "status"
+
+
+@dataclass
+class ReplayRequest(Request):
+    """The listener's messages after sequence number ``since`` still in its ring."""
+
+    op: ClassVar[str] = "replay"
+    since: int
+
+    def _body(self) -> dict[str, Any]:
+        return {"since": self.since}
+
+    @classmethod
+    def _fields(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        since = _get(payload, "since")
+        try:
+            return {"since": int(since)}
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EnvelopeError(str(exc)) from None
+
+
+@dataclass
+class SensorRequest(Request):
+    """One sensor's merged header and segment headers of a recent image (composer)."""
+
+    op: ClassVar[str] = "sensor"
+    imageName: str
+    sensor: str
+
+    def _body(self) -> dict[str, Any]:
+        return {"imageName": self.imageName, "sensor": self.sensor}
+
+    @classmethod
+    def _fields(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"imageName": _text(_get(payload, "imageName"), "imageName"), "sensor": _text(_get(payload, "sensor"), "sensor")}
+
+
+@dataclass
+class RecomposeRequest(Request):
+    """Compose these images again from their events (catch-up)."""
+
+    op: ClassVar[str] = "recompose"
+    imageNames: list[str]
+
+    def _body(self) -> dict[str, Any]:
+        return {"imageNames": self.imageNames}
+
+    @classmethod
+    def _fields(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"imageNames": _texts(_get(payload, "imageNames"), "imageNames")}
+
+
+@dataclass
+class RefillRequest(Request):
+    """Have the listener publish ``t0``..``t1`` again from the Kafka log (hs-catchup refill)."""
+
+    op: ClassVar[str] = "refill"
+    t0: float
+    t1: float
+
+    def _body(self) -> dict[str, Any]:
+        return {"t0": self.t0, "t1": self.t1}
+
+    @classmethod
+    def _fields(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"t0": _float(_get(payload, "t0")), "t1": _float(_get(payload, "t1"))}
+
+
+AnyRequest = Union[CollectRequest, RangeRequest, LatestRequest, StatusRequest, ReplayRequest, RefillRequest, SensorRequest, RecomposeRequest]
+CACHE_REQUESTS: tuple[type[Request], ...] = (CollectRequest, RangeRequest, LatestRequest, StatusRequest)
+COMPOSER_REQUESTS: tuple[type[Request], ...] = (SensorRequest, RecomposeRequest, StatusRequest)
+
+
+def decode_request(payload: Any, served: tuple[type[Request], ...], default_op: str | None = None) -> Any:
+    """The typed request of a payload, among those this receiver ``served``; :class:`UnknownOp`
+    for another op, :class:`EnvelopeError` for a malformed one."""
+    payload = _object(payload, "request payload")
+    op = payload.get("op", default_op)
+    for kind in served:
+        if kind.op == op:
+            return kind.decode(payload)
+    raise UnknownOp(f"unknown op {op!r}")
+
+
+@dataclass
+class Acknowledgement:
+    """What a receiver of ``ctl.announced`` or ``ctl.rejected`` needs: the header is the
+    publisher's now (announced, or set aside and kept)."""
+
+    imageName: str
+    version: int
+
+    @classmethod
+    def decode(cls, payload: Any) -> Acknowledgement:
+        payload = _object(payload, "acknowledgement")
+        version = _get(payload, "version")
+        if isinstance(version, bool) or not isinstance(version, (int, float)) or not math.isfinite(version):
+            raise EnvelopeError(f"version is not a number: {version!r}")
+        return cls(_text(_get(payload, "imageName"), "imageName"), int(version))
+
+
+@dataclass
+class Rejected:
+    """``ctl.rejected``: a header the publisher set aside (kept in ``path``) and why."""
+
+    imageName: Any  # as the header said, even when it is not a valid name
+    version: Any
+    reason: str
+    path: str
+
+    def encode(self) -> dict[str, Any]:
+        return {"imageName": self.imageName, "version": self.version, "reason": self.reason, "path": self.path}
+
+
+def _code(payload: dict[str, Any]) -> int:
+    code = _get(payload, "code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise EnvelopeError(f"code {code!r} is not an integer")
+    return code
+
+
+@dataclass
+class Fault:
+    """``ctl.fault``: a condition that stops composition; the CSC goes to FAULT with ``code``."""
+
+    code: int
+    report: str
+
+    def encode(self) -> dict[str, Any]:
+        return {"code": int(self.code), "report": str(self.report)}
+
+    @classmethod
+    def decode(cls, payload: Any) -> Fault:
+        payload = _object(payload, "fault payload")
+        return cls(_code(payload), str(_get(payload, "report")))
+
+
+@dataclass
+class OperatorWarning:
+    """``ctl.warning``: a condition that costs no header but needs an operator; ``active=False``
+    says the condition of ``code`` is over."""
+
+    code: int
+    report: str
+    active: bool = True
+
+    def encode(self) -> dict[str, Any]:
+        return {"code": int(self.code), "report": str(self.report), "active": bool(self.active)}
+
+    @classmethod
+    def decode(cls, payload: Any) -> OperatorWarning:
+        payload = _object(payload, "warning payload")
+        return cls(_code(payload), str(_get(payload, "report")), payload.get("active") is not False)
+
+
+@dataclass
+class Skipped:
+    """``ctl.skipped``: an exposure without a header of its own, and why."""
+
+    imageName: str
+    reason: str
+    duplicate: bool = False  # a second exposure under an imageName already used
+
+    def encode(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"imageName": self.imageName, "reason": self.reason}
+        if self.duplicate:
+            body["duplicate"] = True
+        return body
+
+    @classmethod
+    def decode(cls, payload: Any) -> Skipped:
+        payload = _object(payload, "ctl.skipped payload")
+        return cls(_text(_get(payload, "imageName"), "imageName"), _text(_get(payload, "reason"), "reason"),
+                   payload.get("duplicate") is True)  # fmt: skip
 
 
 def topic_key(component: str, topic: str, sal_index: int = 0) -> str:
@@ -49,9 +403,12 @@ class CacheClient:
             self.sock.connect(self.endpoint)
         return self.sock
 
-    def request(self, req: dict[str, Any], timeout_ms: int | None = None) -> dict[str, Any]:
+    def request(self, req: Request | dict[str, Any], timeout_ms: int | None = None) -> dict[str, Any]:
         sock = self._socket()
-        sock.send_multipart(self.sender.frames(f"ctl.request.{req.get('op')}", req))
+        if isinstance(req, Request):
+            sock.send_multipart(self.sender.frames(req.topic(), req.encode()))
+        else:  # a payload as a test or a foreign tool writes it
+            sock.send_multipart(self.sender.frames(f"ctl.request.{req.get('op')}", req))
         if not sock.poll(timeout_ms or self.timeout_ms):
             sock.close()
             self.sock = None

@@ -32,7 +32,7 @@ from procs.annex import index_path
 from procs.journal import AppendLog
 from protocols.config import ConfigError, InstanceConfig, load_instance
 from protocols.envelope import Sender, decode, sender_id
-from protocols.messages import CacheClient, CacheUnavailable, topic_key
+from protocols.messages import CacheClient, CacheUnavailable, RangeRequest, RecomposeRequest, RefillRequest, topic_key
 
 
 @dataclass
@@ -90,7 +90,7 @@ def read_set_aside(cfg: InstanceConfig) -> dict[str, dict[str, Any]]:
 def exposures(cfg: InstanceConfig, since: float, until: float) -> list[Exposure]:
     """Every exposure whose startIntegration the cache holds in [since, until], with its status."""
     client = CacheClient(cfg.endpoints.cache_router, Sender(sender_id("catchup", cfg.instrument)))
-    reply = client.request({"op": "range", "key": topic_key(cfg.camera, "startIntegration"), "t0": since, "t1": until})
+    reply = client.request(RangeRequest(topic_key(cfg.camera, "startIntegration"), since, until))
     index = read_index(cfg)
     aside = read_set_aside(cfg)
     out = []
@@ -132,7 +132,8 @@ def regenerate(cfg: InstanceConfig, names: list[str], timeout_s: float = 120.0) 
     req.setsockopt(zmq.LINGER, 0)
     req.connect(cfg.endpoints.composer_router)
     time.sleep(0.3)  # let the subscription reach the publisher
-    req.send_multipart(Sender(sender_id("catchup", cfg.instrument)).frames("ctl.request.recompose", {"op": "recompose", "imageNames": names}))
+    request = RecomposeRequest(names)
+    req.send_multipart(Sender(sender_id("catchup", cfg.instrument)).frames(request.topic(), request.encode()))
     if not req.poll(int(timeout_s * 1000)):
         raise TimeoutError(f"no answer from the composer at {cfg.endpoints.composer_router}")
     results = decode(req.recv_multipart()).payload.get("results", [])
@@ -155,7 +156,7 @@ def regenerate(cfg: InstanceConfig, names: list[str], timeout_s: float = 120.0) 
 def refill(cfg: InstanceConfig, since: float, until: float, timeout_s: float = 120.0) -> int:
     """Have the Kafka listener publish [since, until] again from the log; the samples published."""
     client = CacheClient(cfg.endpoints.listener_router, Sender(sender_id("catchup", cfg.instrument)), timeout_s=timeout_s, peer="listener")
-    reply = client.request({"op": "refill", "t0": since, "t1": until})
+    reply = client.request(RefillRequest(since, until))
     if "error" in reply:
         raise ValueError(f"listener: {reply['error']}")
     return int(reply.get("published", 0))

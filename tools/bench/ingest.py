@@ -20,7 +20,7 @@ import psutil
 
 from protocols import sal
 from protocols.envelope import Sender, sender_id
-from protocols.messages import CacheClient, CacheUnavailable
+from protocols.messages import CacheClient, CacheUnavailable, StatusRequest
 from tools.bench.latency import boost, unboost
 from tools.runner import GROUPS, Deployment
 
@@ -132,7 +132,7 @@ class Writer:
 
 
 def _cache_counts(client: CacheClient) -> dict[str, int]:
-    reply = client.request({"op": "status"})
+    reply = client.request(StatusRequest())
     counts = reply.get("counts", {})
     return {"samples": int(counts.get("samples", 0)), "gaps": int(counts.get("gaps", 0)),
             "bad_messages": int(counts.get("bad_messages", 0)),

@@ -116,13 +116,13 @@ def fast_loop(endpoint: str, instrument: str, out: Out, stop: threading.Event, k
 def cache_loop(endpoint: str, instrument: str, stop: threading.Event, rtts: list[float], period: float = 0.1) -> None:
     """Round trip of a cache ``status`` request every ``period`` s: shows when the cache stalls."""
     from protocols.envelope import Sender, sender_id
-    from protocols.messages import CacheClient, CacheUnavailable
+    from protocols.messages import CacheClient, CacheUnavailable, StatusRequest
 
     client = CacheClient(endpoint, Sender(sender_id("bench-probe", instrument)), timeout_s=5.0)
     while not stop.is_set():
         t0 = time.perf_counter()
         try:
-            client.request({"op": "status"})
+            client.request(StatusRequest())
             rtts.append((time.perf_counter() - t0) * 1000.0)
         except (CacheUnavailable, EnvelopeError):
             rtts.append(5000.0)
