@@ -122,6 +122,8 @@ from astropy.time import Time
 from astropy.utils import iers
 from erfa import ufunc as _erfa_ufunc
 
+from header.site import SITE_GEODETIC as _SITE_GEODETIC
+
 if TYPE_CHECKING:  # pragma: no cover - typing only; built lazily, see __getattr__
     from astropy.coordinates import EarthLocation
 
@@ -158,8 +160,6 @@ __all__ = [
 
 TAI_UTC_NOTE = "SAL timestamps are TAI unix seconds: UTC unix time + (TAI-UTC)"
 
-# Rubin Observatory (Simonyi and Auxiliary telescopes), Cerro Pachón, WGS84.
-_SITE_GEODETIC = (-70.749417, -30.244639, 2663.0)  # deg, deg, m
 
 # The constants the ERFA calls need, obtained as EarthLocation.from_geodetic
 # + .lon/.lat/.height do (geodetic -> geocentric -> geodetic, WGS84), but

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from header.site import SITE_HEIGHT_M, SITE_LAT_DEG, SITE_LON_DEG
 from protocols.sal import get_topic
 from tools.sim.scenario import (
     INSTRUMENTS,
@@ -73,9 +74,6 @@ __all__ = [
     "emission_key",
 ]
 
-SITE_LON_DEG = -70.749417
-SITE_LAT_DEG = -30.244639
-SITE_HEIGHT_M = 2663.0
 
 #: salIndex of the components that have one (everything else is 0).
 DEFAULT_INDEX = {"ESS": 301, "DIMM": 1, "MTHexapod": 1}
