@@ -6,7 +6,7 @@ import calendar
 
 import pytest
 
-from header import astro
+from header import _astro_erfa
 from header.site import SITE_GEODETIC
 from protocols.timescale import tai_minus_utc, utc_from_tai
 from tools.sim import night, scenario
@@ -38,7 +38,7 @@ def test_utc_from_tai_on_both_sides_of_a_leap_second() -> None:
 
 def test_the_simulator_and_the_headers_share_one_site() -> None:
     assert (night.SITE_LON_DEG, night.SITE_LAT_DEG, night.SITE_HEIGHT_M) == SITE_GEODETIC
-    assert astro.SITE.lon.deg == pytest.approx(SITE_GEODETIC[0], abs=1e-9)
+    assert _astro_erfa.SITE.lon.deg == pytest.approx(SITE_GEODETIC[0], abs=1e-9)
     tai = _utc(2026, 11, 25, 3, 0, 0) + 37.0
     d = _utc(2026, 11, 25, 3, 0, 0) / 86400.0 + 2440587.5 - 2451545.0
     assert scenario._local_sidereal_deg(tai) == pytest.approx((280.46061837 + 360.98564736629 * d + SITE_GEODETIC[0]) % 360.0)
