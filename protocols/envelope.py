@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocols import salrecord
+from protocols.timescale import tai_minus_utc, tai_now
 
 FORMAT_VERSION = 1
-TAI_MINUS_UTC = 37.0
 #: Limits every receiver applies before it reads a frame (a frame from outside is hostile until
 #: checked): the largest legitimate payload is a listener replay (~64 MB of base64), headers are
 #: under 1 MB, and no message of ours nests deeper than a few levels.
@@ -30,9 +30,13 @@ MAX_PAYLOAD_BYTES = 256 * 1024 * 1024
 MAX_JSON_DEPTH = 64
 
 
-def tai_now() -> float:
-    """Current time as SAL TAI unix seconds (system UTC clock plus TAI-UTC)."""
-    return time.time() + TAI_MINUS_UTC
+def __getattr__(name: str) -> Any:
+    """``TAI_MINUS_UTC``: TAI-UTC now, from the leap-second table (:mod:`protocols.timescale`).
+
+    Kept for the modules that import the name; new code calls ``tai_minus_utc(t)`` for its instant."""
+    if name == "TAI_MINUS_UTC":
+        return tai_minus_utc()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class EnvelopeError(ValueError):

@@ -41,7 +41,7 @@ import yaml
 import zmq
 
 from protocols.config import load_instance
-from protocols.envelope import TAI_MINUS_UTC, EnvelopeError, decode
+from protocols.envelope import EnvelopeError, decode, tai_now
 from tools.bench.scenarios import bench_scenario, night_seconds
 from tools.bench.stats import summary
 from tools.lfo import BusWatcher
@@ -361,7 +361,7 @@ class Chaos:
 
 def scenario_file(instrument: str, n: int, folder: Path) -> Path:
     """The bench's short-exposure night, as an hs-sim scenario file (hs-sim shifts it to now)."""
-    sc = bench_scenario(instrument, n, start=time.time() + TAI_MINUS_UTC + SIM_LEAD)  # targets up now
+    sc = bench_scenario(instrument, n, start=tai_now() + SIM_LEAD)  # targets up now
     data = sc.model_dump(mode="json", exclude_defaults=True)
     data["instrument"] = instrument
     path = folder / "chaos-night.yaml"

@@ -21,12 +21,12 @@ import psutil
 from protocols import sal
 from protocols.envelope import Sender, sender_id
 from protocols.messages import CacheClient, CacheUnavailable, StatusRequest
+from protocols.timescale import tai_now
 from tools.bench.latency import boost, unboost
 from tools.runner import GROUPS, Deployment
 
 COMPONENT, TOPIC, INDEX = "ESS", "temperature", 301
 TOPIC_KEY = "ESS.temperature:301"
-TAI_MINUS_UTC = 37.0
 MAX_BURST_S = 0.02  # at most 20 ms worth of samples written back to back after the writer was descheduled
 SUSTAIN_TRIES = 3  # the best lossless step rate, then the next lower ones
 
@@ -78,7 +78,7 @@ class Writer:
         except ImportError:  # another binding version: the public write
             self.raw_write = None
         # stamps follow the wall clock, shifted to come after the nights already played (the cache appends)
-        self.offset = max(0.0, min_tai + 1.0 - (time.time() + TAI_MINUS_UTC))
+        self.offset = max(0.0, min_tai + 1.0 - tai_now())
 
     @property
     def sample_bytes(self) -> int:
@@ -110,7 +110,7 @@ class Writer:
             if burst <= 0:
                 time.sleep(0.0002)
                 continue
-            tai = time.time() + TAI_MINUS_UTC + self.offset
+            tai = tai_now() + self.offset
             if self.raw_write is not None:
                 buf, ref = self.template, w._ref
                 struct.pack_into("<d", buf, self.at_snd, tai)

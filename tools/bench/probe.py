@@ -33,11 +33,11 @@ import zmq
 from protocols import sal
 from protocols.envelope import Envelope, EnvelopeError
 from protocols.fastpath import FastPathClient, parse_header_payload
+from protocols.timescale import utc_from_tai
 
 _COMPLETE = re.compile(rb'"complete":(true|false)')
 _VERSION = re.compile(rb'"version":(\d+)')
 _COMPOSE_S = re.compile(rb'"composeSeconds":([0-9.eE+-]+)')
-TAI_MINUS_UTC = 37.0
 KEEP = 3  # headers kept for the parse check
 
 
@@ -101,7 +101,7 @@ def fast_loop(endpoint: str, instrument: str, out: Out, stop: threading.Event, k
             k="fast",
             image=image,
             t=t,
-            sent=env.sent - TAI_MINUS_UTC,  # when the composer sent it (its envelope time, as unix time)
+            sent=utc_from_tai(env.sent),  # when the composer sent it (its envelope time, as unix time)
             compose_s=float(m_s.group(1)) if m_s else None,
             v=int(m_v.group(1)) if m_v else 0,
             complete=bool(m_c and m_c.group(1) == b"true"),

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
+from protocols.timescale import tai_now
 from tools.sim.scenario import INSTRUMENTS, Scenario, ScenarioError, default_scenario, load_scenario, tai_iso
 
-TAI_MINUS_UTC = 37.0
 START_NOW_MARGIN = 1.0  # seconds between discovery and the first emission with --start-now
 
 EPILOG = """\
@@ -131,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Scenario:
-    now_tai = time.time() + TAI_MINUS_UTC
+    now_tai = tai_now()
     first_start = now_tai + max(args.wait_readers, 0.0) + START_NOW_MARGIN
     from tools.sim.night import NIGHT_LEAD
 
@@ -219,7 +218,7 @@ def run(argv: list[str] | None = None) -> int:
         if args.wait_readers > 0:
             matched = player.wait_for_readers(args.wait_readers)
             print(f"hs-sim: {matched}/{player.n_writers} topics have a reader", file=log, flush=True)
-        anchor = time.time() + TAI_MINUS_UTC if args.start_now else None
+        anchor = tai_now() if args.start_now else None
         player.play(
             night.emissions(),
             args.speed,

@@ -44,10 +44,12 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from header.site import SITE_HEIGHT_M, SITE_LAT_DEG, SITE_LON_DEG
 from protocols.sal import get_topic
 from tools.sim.scenario import (
     INSTRUMENTS,
     SIMULATED_COMPONENTS,
+    Background,
     Exposure,
     FilterInfo,
     ImageId,
@@ -68,14 +70,12 @@ __all__ = [
     "plan_night",
     "iter_night",
     "Night",
+    "TELESCOPES",
     "ExposureOutline",
     "topic_counts",
     "emission_key",
 ]
 
-SITE_LON_DEG = -70.749417
-SITE_LAT_DEG = -30.244639
-SITE_HEIGHT_M = 2663.0
 
 #: salIndex of the components that have one (everything else is 0).
 DEFAULT_INDEX = {"ESS": 301, "DIMM": 1, "MTHexapod": 1}
@@ -476,6 +476,211 @@ class ExposureOutline:
 _MARK = "__hs_sim_mark__"  # fields key of a re-publication marker for an overridden event topic
 
 
+# ----------------------------------------------------------------------------------------------
+# Per-telescope event emitters
+# ----------------------------------------------------------------------------------------------
+_Add = Callable[..., None]
+_Streams = list[tuple[tuple[tuple[str, str], ...], Iterator[Emission]]]
+
+
+class _Telescope:
+    """What one telescope's control system publishes in a night, beside the camera's events.
+
+    :class:`Night` plans what every telescope shares (pointing target, scheduler visit,
+    vignetting, camera events) and asks its emitter, chosen from :data:`TELESCOPES` by
+    instrument, for the rest: static settings at night start, the mount target, the filter
+    events, the focus and the background telemetry streams.
+    """
+
+    pointing = ""  #: pointing component (currentTarget, currentTargetStatus)
+    rotator_key = ""  #: sky-model key of the rotator angle the pointing component reports
+    scheduler_index = 0  #: Scheduler salIndex
+    dome_trajectory = ""  #: component of telescopeVignetted
+
+    def __init__(self, night: Night):
+        self.night = night
+
+    def night_start(self, t: float, add: _Add) -> None:
+        """Static settings events at night start (after simulationMode and focalPlaneSummaryInfo)."""
+
+    def mount_target(self, o: ExposureOutline, lead: float, at_arrive: dict[str, float], add: _Add) -> None:
+        """The mount's own target event at a slew."""
+
+    def vignetting_clear(self) -> dict[str, int]:
+        """telescopeVignetted fields once the dome has caught up."""
+        return {"vignetted": VIGN_NO, "azimuth": VIGN_NO, "shutter": VIGN_NO}
+
+    def filter_events(self, o: ExposureOutline, t: float, add: _Add) -> None:
+        """Filter (and disperser) events when they change before an exposure."""
+
+    def focus_events(self, o: ExposureOutline, rng: np.random.Generator, state: dict, add: _Add) -> None:
+        """Focus after a slew or a filter change."""
+
+    def background(self, bg: Background, cam: str) -> _Streams:
+        """The telescope's and camera's telemetry streams, each with the (component, topic) pairs it writes."""
+        return []
+
+
+class _AuxTel(_Telescope):
+    """Auxiliary Telescope with LATISS: ATSpectrograph filters and dispersers, ATAOS focus, ATMCS."""
+
+    pointing = "ATPtg"
+    rotator_key = "rot_at"
+    scheduler_index = 2
+    dome_trajectory = "ATDomeTrajectory"
+
+    def night_start(self, t: float, add: _Add) -> None:
+        f = self.night.info.filters
+        g = self.night.info.dispersers
+        add(
+            t + 0.03,
+            "ATSpectrograph",
+            "settingsAppliedValues",
+            {
+                "host": "127.0.0.1",
+                "port": 9999,
+                "connectionTimeout": 10.0,
+                "responseTimeout": 10.0,
+                "moveTimeout": 60.0,
+                "linearStageMinPos": 0.0,
+                "linearStageMaxPos": 75.0,
+                "linearStageSpeed": 5.0,
+                "filterNames": ",".join(x.name for x in f),
+                "filterCentralWavelengths": ",".join(f"{x.wavelength:g}" for x in f),
+                "filterFocusOffsets": ",".join(f"{x.focus:g}" for x in f),
+                "filterPointingOffsets": ",".join("[0, 0]" for _ in f),
+                "gratingNames": ",".join(x.name for x in g),
+                "gratingFocusOffsets": ",".join(f"{x.focus:g}" for x in g),
+                "gratingPointingOffsets": ",".join("[0, 0]" for _ in g),
+                "instrumentPort": M3_NASMYTH2,
+            },
+        )
+        add(t + 0.04, "ATMCS", "m3PortSelected", {"selected": M3_NASMYTH2})
+
+    def mount_target(self, o: ExposureOutline, lead: float, at_arrive: dict[str, float], add: _Add) -> None:
+        sky = self.night.sky
+        add(
+            o.setup + 0.01 * min(lead, 1.0),
+            "ATMCS",
+            "target",
+            {
+                "elevation": at_arrive["alt"],
+                "elevationVelocity": sky.rate(o.arrive, "alt"),
+                "azimuth": at_arrive["az"],
+                "azimuthVelocity": sky.rate(o.arrive, "az"),
+                "nasmyth1RotatorAngle": 0.0,
+                "nasmyth1RotatorAngleVelocity": 0.0,
+                "nasmyth2RotatorAngle": at_arrive["rot_at"],
+                "nasmyth2RotatorAngleVelocity": sky.rate(o.arrive, "rot_at"),
+                "taiTime": o.setup,
+                "trackId": o.index + 1,
+                "tracksys": "SIDEREAL",
+                "radesys": "ICRS",
+            },
+        )
+
+    def filter_events(self, o: ExposureOutline, t: float, add: _Add) -> None:
+        if o.filter_changed:
+            f = o.filter
+            add(
+                t,
+                "ATSpectrograph",
+                "reportedFilterPosition",
+                {
+                    "slot": f.slot,
+                    "name": f.name,
+                    "band": f.band,
+                    "centralWavelength": f.wavelength,
+                    "focusOffset": f.focus,
+                    "pointingOffsets": [0.0, 0.0],
+                },
+            )
+        if o.disperser_changed and o.disperser is not None:
+            d = o.disperser
+            add(
+                t + 0.001,
+                "ATSpectrograph",
+                "reportedDisperserPosition",
+                {"slot": d.slot, "name": d.name, "band": d.band, "focusOffset": d.focus, "pointingOffsets": [0.0, 0.0]},
+            )
+            add(t + 0.002, "ATSpectrograph", "reportedLinearStagePosition", {"position": 67.0 if d.slot else 0.0})
+
+    def focus_events(self, o: ExposureOutline, rng: np.random.Generator, state: dict, add: _Add) -> None:
+        if o.slew:
+            state["user_focus"] += float(rng.normal(0.0, 0.004))
+        user = round(state["user_focus"], 5)
+        ff = o.filter.focus
+        df = o.disperser.focus if o.disperser else 0.0
+        add(
+            o.arrive,
+            "ATAOS",
+            "focusOffsetSummary",
+            {"total": user + ff + df, "userApplied": user, "filter": ff, "disperser": df, "wavelength": 0.0},
+        )
+
+    def background(self, bg: Background, cam: str) -> _Streams:
+        n = self.night
+        return [
+            ((("ATPtg", "mountPositions"),), n._at_mount(bg.mount_hz)),
+            ((("ATPtg", "currentTargetStatus"),), n._target_status(bg.env_hz, 0.1)),
+            ((("ATDome", "position"),), n._at_dome(bg.env_hz, 0.2)),
+            (((cam, "focal_plane_Ccd"),), n._ccd_temps(bg.env_hz, 0.3)),
+            ((("ATCamera", "vacuum"),), n._at_vacuum(bg.env_hz, 0.35)),
+        ]
+
+
+class _MainTel(_Telescope):
+    """Simonyi Survey Telescope (ComCam): camera endSetFilter, MTHexapod:1 focus demands, MTMount."""
+
+    pointing = "MTPtg"
+    rotator_key = "rot_mt"
+    scheduler_index = 1
+    dome_trajectory = "MTDomeTrajectory"
+    ccd_trend_hz: float | None = None  #: cap on the focal_plane_Ccd rate (None: the environment rate)
+
+    def vignetting_clear(self) -> dict[str, int]:
+        return dict(super().vignetting_clear(), elevation=VIGN_NO)
+
+    def filter_events(self, o: ExposureOutline, t: float, add: _Add) -> None:
+        if o.filter_changed:
+            f = o.filter
+            add(
+                t,
+                self.night.camera,
+                "endSetFilter",
+                {"filterName": f.name, "filterType": f.band, "filterSlot": f.slot, "filterPosition": f.position},
+            )
+
+    def focus_events(self, o: ExposureOutline, rng: np.random.Generator, state: dict, add: _Add) -> None:
+        """A new hexapod demand at arrival, played by the background MTHexapod stream."""
+        band_um = {"u": 40.0, "g": 20.0, "r": 0.0, "i": -10.0, "z": -20.0, "y": -30.0}.get(o.filter.band, 0.0)
+        z = state["hexapod_z"] + band_um + float(rng.normal(0.0, 2.0))
+        demand = [float(rng.normal(0.0, 5.0)), float(rng.normal(0.0, 5.0)), z,
+                  float(rng.normal(0.0, 0.002)), float(rng.normal(0.0, 0.002)), 0.0]  # fmt: skip
+        self.night._hexapod_demands.append((o.arrive, demand))
+
+    def background(self, bg: Background, cam: str) -> _Streams:
+        n = self.night
+        mount = (("MTPtg", "mountPosition"), ("MTMount", "azimuth"), ("MTMount", "elevation"), ("MTRotator", "rotation"))
+        ccd_hz = bg.env_hz if self.ccd_trend_hz is None else min(bg.env_hz, self.ccd_trend_hz)
+        return [
+            (mount, n._mt_mount(bg.mount_hz)),
+            ((("MTPtg", "currentTargetStatus"),), n._target_status(bg.env_hz, 0.1)),
+            ((("MTHexapod", "application"),), n._hexapod(bg.env_hz, 0.15)),
+            (((cam, "focal_plane_Ccd"),), n._ccd_temps(ccd_hz, 0.3)),
+        ]
+
+
+class _MainTelLSSTCam(_MainTel):
+    """Simonyi Survey Telescope with LSSTCam: 201 CCD temperatures, published as a slow trend."""
+
+    ccd_trend_hz = LSSTCAM_CCD_TREND_HZ
+
+
+#: The event emitter of each instrument's telescope.
+TELESCOPES: dict[str, type[_Telescope]] = {"LATISS": _AuxTel, "ComCam": _MainTel, "LSSTCam": _MainTelLSSTCam}
+
+
 class Night:
     """Plans one scenario: exposure outlines, sky and environment models, emission streams."""
 
@@ -484,8 +689,7 @@ class Night:
         self.instrument = scenario.instrument
         self.info = INSTRUMENTS[scenario.instrument]
         self.camera = self.info.camera
-        self.mt = scenario.instrument != "LATISS"
-        self.ptg = "MTPtg" if self.mt else "ATPtg"
+        self.telescope = TELESCOPES[scenario.instrument](self)
         self.seed = scenario.rng_seed()
         self.images = scenario.image_ids()
         exps = scenario.exposures
@@ -567,7 +771,7 @@ class Night:
             filt = new_filt
             new_disp = None
             disp_changed = False
-            if self.instrument == "LATISS":
+            if self.info.dispersers:  # LATISS only
                 new_disp = self.info.disperser(e.disperser or (disp.name if disp else "empty_1"))
                 disp_changed = disp is None or new_disp != disp
                 disp = new_disp
@@ -685,42 +889,18 @@ class Night:
         for k, (comp, idx) in enumerate(SIMULATED_COMPONENTS[self.instrument]):
             add(t + 0.001 * k, comp, "simulationMode", {"mode": int(modes.get((comp, idx), 0))}, idx)
         add(t + 0.02, self.camera, "focalPlaneSummaryInfo", _focal_plane_summary(self.instrument, self.camera))
-        if not self.mt:
-            f = self.info.filters
-            g = self.info.dispersers
-            add(
-                t + 0.03,
-                "ATSpectrograph",
-                "settingsAppliedValues",
-                {
-                    "host": "127.0.0.1",
-                    "port": 9999,
-                    "connectionTimeout": 10.0,
-                    "responseTimeout": 10.0,
-                    "moveTimeout": 60.0,
-                    "linearStageMinPos": 0.0,
-                    "linearStageMaxPos": 75.0,
-                    "linearStageSpeed": 5.0,
-                    "filterNames": ",".join(x.name for x in f),
-                    "filterCentralWavelengths": ",".join(f"{x.wavelength:g}" for x in f),
-                    "filterFocusOffsets": ",".join(f"{x.focus:g}" for x in f),
-                    "filterPointingOffsets": ",".join("[0, 0]" for _ in f),
-                    "gratingNames": ",".join(x.name for x in g),
-                    "gratingFocusOffsets": ",".join(f"{x.focus:g}" for x in g),
-                    "gratingPointingOffsets": ",".join("[0, 0]" for _ in g),
-                    "instrumentPort": M3_NASMYTH2,
-                },
-            )
-            add(t + 0.04, "ATMCS", "m3PortSelected", {"selected": M3_NASMYTH2})
+        self.telescope.night_start(t, add)
 
     def _setup_events(self, o: ExposureOutline, add: Callable[..., None], rng: np.random.Generator, state: dict) -> None:
+        """Slew, filter and focus events before an exposure; the telescope's emitter adds its own."""
+        tel = self.telescope
         lead = o.start - o.setup
         tgt = o.target
         at_arrive = _scalar(self.sky.at(o.arrive))
         if o.slew:
             add(
                 o.setup,
-                self.ptg,
+                tel.pointing,
                 "currentTarget",
                 {
                     "timestamp": o.setup,
@@ -744,7 +924,7 @@ class Night:
                     "parallax": 0.0,
                     "radvel": 0.0,
                     "rotPA": tgt.rotpa,
-                    "rotAngle": at_arrive["rot_mt" if self.mt else "rot_at"],
+                    "rotAngle": at_arrive[tel.rotator_key],
                     "rotStartFrame": ROT_FRAME_TARGET,
                     "rotTrackFrame": ROT_FRAME_TARGET,
                     "rotMode": ROT_MODE_FIELD,
@@ -772,91 +952,20 @@ class Night:
                     "note": f"hs-sim visit {o.index + 1}",
                     "targetName": tgt.name,
                 },
-                1 if self.mt else 2,
+                tel.scheduler_index,
             )
-            if not self.mt:
-                add(
-                    o.setup + 0.01 * min(lead, 1.0),
-                    "ATMCS",
-                    "target",
-                    {
-                        "elevation": at_arrive["alt"],
-                        "elevationVelocity": self.sky.rate(o.arrive, "alt"),
-                        "azimuth": at_arrive["az"],
-                        "azimuthVelocity": self.sky.rate(o.arrive, "az"),
-                        "nasmyth1RotatorAngle": 0.0,
-                        "nasmyth1RotatorAngleVelocity": 0.0,
-                        "nasmyth2RotatorAngle": at_arrive["rot_at"],
-                        "nasmyth2RotatorAngleVelocity": self.sky.rate(o.arrive, "rot_at"),
-                        "taiTime": o.setup,
-                        "trackId": o.index + 1,
-                        "tracksys": "SIDEREAL",
-                        "radesys": "ICRS",
-                    },
-                )
-            vign = "MTDomeTrajectory" if self.mt else "ATDomeTrajectory"
+            tel.mount_target(o, lead, at_arrive, add)
             moving = o.index > 0 and lead > 0
-            clear = {"vignetted": VIGN_NO, "azimuth": VIGN_NO, "shutter": VIGN_NO}
-            if self.mt:
-                clear["elevation"] = VIGN_NO
+            clear = tel.vignetting_clear()
             if moving:
                 busy = dict(clear, vignetted=VIGN_PARTIALLY, azimuth=VIGN_PARTIALLY)
-                add(o.setup + 0.05 * min(lead, 1.0), vign, "telescopeVignetted", busy)
-                add(o.arrive + 0.5 * max(o.start - o.arrive, 0.0), vign, "telescopeVignetted", clear)
+                add(o.setup + 0.05 * min(lead, 1.0), tel.dome_trajectory, "telescopeVignetted", busy)
+                add(o.arrive + 0.5 * max(o.start - o.arrive, 0.0), tel.dome_trajectory, "telescopeVignetted", clear)
             elif o.index == 0:
-                add(o.setup + 0.05 * min(lead, 1.0), vign, "telescopeVignetted", clear)
-        t_filter = o.setup + 0.4 * lead
-        if o.filter_changed:
-            f = o.filter
-            if self.mt:
-                add(
-                    t_filter,
-                    self.camera,
-                    "endSetFilter",
-                    {"filterName": f.name, "filterType": f.band, "filterSlot": f.slot, "filterPosition": f.position},
-                )
-            else:
-                add(
-                    t_filter,
-                    "ATSpectrograph",
-                    "reportedFilterPosition",
-                    {
-                        "slot": f.slot,
-                        "name": f.name,
-                        "band": f.band,
-                        "centralWavelength": f.wavelength,
-                        "focusOffset": f.focus,
-                        "pointingOffsets": [0.0, 0.0],
-                    },
-                )
-        if o.disperser_changed and o.disperser is not None:
-            d = o.disperser
-            add(
-                t_filter + 0.001,
-                "ATSpectrograph",
-                "reportedDisperserPosition",
-                {"slot": d.slot, "name": d.name, "band": d.band, "focusOffset": d.focus, "pointingOffsets": [0.0, 0.0]},
-            )
-            add(t_filter + 0.002, "ATSpectrograph", "reportedLinearStagePosition", {"position": 67.0 if d.slot else 0.0})
+                add(o.setup + 0.05 * min(lead, 1.0), tel.dome_trajectory, "telescopeVignetted", clear)
+        tel.filter_events(o, o.setup + 0.4 * lead, add)
         if o.slew or o.filter_changed or o.disperser_changed:
-            if self.mt:
-                band_um = {"u": 40.0, "g": 20.0, "r": 0.0, "i": -10.0, "z": -20.0, "y": -30.0}.get(o.filter.band, 0.0)
-                z = state["hexapod_z"] + band_um + float(rng.normal(0.0, 2.0))
-                demand = [float(rng.normal(0.0, 5.0)), float(rng.normal(0.0, 5.0)), z,
-                          float(rng.normal(0.0, 0.002)), float(rng.normal(0.0, 0.002)), 0.0]  # fmt: skip
-                self._hexapod_demands.append((o.arrive, demand))
-            else:
-                if o.slew:
-                    state["user_focus"] += float(rng.normal(0.0, 0.004))
-                user = round(state["user_focus"], 5)
-                ff = o.filter.focus
-                df = o.disperser.focus if o.disperser else 0.0
-                add(
-                    o.arrive,
-                    "ATAOS",
-                    "focusOffsetSummary",
-                    {"total": user + ff + df, "userApplied": user, "filter": ff, "disperser": df, "wavelength": 0.0},
-                )
+            tel.focus_events(o, rng, state, add)
 
     def _camera_events(self, o: ExposureOutline, add: Callable[..., None]) -> None:
         e = o.exposure
@@ -915,20 +1024,7 @@ class Night:
         """Background telemetry streams, each with the (component, topic) pairs it writes."""
         bg = self.scenario.background
         cam = self.camera
-        out: list[tuple[tuple[tuple[str, str], ...], Iterator[Emission]]] = []
-        if self.mt:
-            mount = (("MTPtg", "mountPosition"), ("MTMount", "azimuth"), ("MTMount", "elevation"), ("MTRotator", "rotation"))
-            out.append((mount, self._mt_mount(bg.mount_hz)))
-            out.append(((("MTPtg", "currentTargetStatus"),), self._target_status(bg.env_hz, 0.1)))
-            out.append(((("MTHexapod", "application"),), self._hexapod(bg.env_hz, 0.15)))
-            ccd_hz = min(bg.env_hz, LSSTCAM_CCD_TREND_HZ) if self.instrument == "LSSTCam" else bg.env_hz
-            out.append((((cam, "focal_plane_Ccd"),), self._ccd_temps(ccd_hz, 0.3)))
-        else:
-            out.append(((("ATPtg", "mountPositions"),), self._at_mount(bg.mount_hz)))
-            out.append(((("ATPtg", "currentTargetStatus"),), self._target_status(bg.env_hz, 0.1)))
-            out.append(((("ATDome", "position"),), self._at_dome(bg.env_hz, 0.2)))
-            out.append((((cam, "focal_plane_Ccd"),), self._ccd_temps(bg.env_hz, 0.3)))
-            out.append(((("ATCamera", "vacuum"),), self._at_vacuum(bg.env_hz, 0.35)))
+        out: list[tuple[tuple[tuple[str, str], ...], Iterator[Emission]]] = self.telescope.background(bg, cam)
         ess = tuple(("ESS", t) for t in ("temperature", "pressure", "relativeHumidity", "airFlow"))
         out.append((ess, self._ess(bg.env_hz, 0.5)))
         out.append(((("DIMM", "dimmMeasurement"),), self._dimm(bg.dimm_period)))
@@ -1051,7 +1147,7 @@ class Night:
                 )
 
     def _target_status(self, hz: float, phase: float) -> Iterator[Emission]:
-        rot_key = "rot_mt" if self.mt else "rot_at"
+        rot_key = self.telescope.rotator_key
         for blk in self._blocks(self._ticks(hz, phase)):
             s = self.sky.at(blk)
             s2 = self.sky.at(blk + 0.5)
@@ -1059,7 +1155,7 @@ class Night:
             for j, t in enumerate(blk):
                 yield Emission(
                     float(t),
-                    self.ptg,
+                    self.telescope.pointing,
                     0,
                     "currentTargetStatus",
                     {

@@ -36,7 +36,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from header.site import SITE_LAT_DEG, SITE_LON_DEG
 from protocols.sal import UnknownTopicError, get_topic
+from protocols.timescale import utc_from_tai
 
 __all__ = [
     "INSTRUMENTS",
@@ -534,10 +536,10 @@ _DEFAULT_NAMES = ["HD 164461", "NGC 6752", "HD 185975", "47 Tuc field", "Fornax 
 
 def _local_sidereal_deg(tai: float) -> float:
     """Approximate local mean sidereal time (deg) at the site; good to ~0.01 deg for picking targets."""
-    jd_ut = (tai - 37.0) / 86400.0 + 2440587.5
+    jd_ut = utc_from_tai(tai) / 86400.0 + 2440587.5
     d = jd_ut - 2451545.0
     gmst = 280.46061837 + 360.98564736629 * d
-    return (gmst - 70.749417) % 360.0
+    return (gmst + SITE_LON_DEG) % 360.0
 
 
 def default_scenario(instrument: str, n: int = 4, start: str | float | _dt.datetime | None = None) -> Scenario:
@@ -586,7 +588,7 @@ def default_scenario(instrument: str, n: int = 4, start: str | float | _dt.datet
             k = n_obj
             n_obj += 1
             ra = (lst + (-12.0 + 9.0 * (k % 4)) + 1.7 * k) % 360.0
-            dec = -30.244639 + (-14.0, 11.0, -22.0, 6.0, -35.0, 18.0)[k % 6]
+            dec = SITE_LAT_DEG + (-14.0, 11.0, -22.0, 6.0, -35.0, 18.0)[k % 6]
             e = {
                 "exptime": exptimes[k % len(exptimes)],
                 "ra": round(ra, 4),
