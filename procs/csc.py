@@ -67,8 +67,9 @@ from protocols.csc_state import (
     state_rep_endpoint,
     state_topic,
 )
-from protocols.envelope import FORMAT_VERSION, TAI_MINUS_UTC, EnvelopeError, Sender, decode, loads_bounded, sender_id, tai_now
+from protocols.envelope import FORMAT_VERSION, EnvelopeError, Sender, decode, loads_bounded, sender_id, tai_now
 from protocols.messages import Fault, OperatorWarning
+from protocols.timescale import tai_minus_utc
 
 log = logging.getLogger("csc")
 
@@ -453,7 +454,7 @@ class Csc:
             functionName=record.funcName,
             lineNumber=record.lineno,
             process=record.process or 0,
-            timestamp=record.created + TAI_MINUS_UTC,
+            timestamp=record.created + tai_minus_utc(record.created),
         )
 
     # -- state publication -----------------------------------------------------------------------

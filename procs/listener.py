@@ -28,7 +28,8 @@ import zmq
 from procs.common import Counters, GcPacer, Stop, base_parser, setup
 from protocols import sal, salrecord
 from protocols.config import InstanceConfig, load_keyword_map
-from protocols.envelope import RESUMING, TAI_MINUS_UTC, EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
+from protocols.envelope import RESUMING, EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
+from protocols.timescale import utc_from_tai
 from protocols.messages import RefillRequest, ReplayRequest, decode_request
 
 log = logging.getLogger("listener")
@@ -166,7 +167,7 @@ class KafkaSource:
         from protocols import kafka_wire as kw
 
         def ms(t: float) -> int:
-            return int((t - TAI_MINUS_UTC) * 1000)
+            return int(utc_from_tai(t) * 1000)
 
         consumer = Consumer(self.settings.consumer_config(f"hs-refill-{os.getpid()}-{time.time_ns()}", **{"enable.auto.commit": False}))
         try:

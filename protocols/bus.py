@@ -27,9 +27,9 @@ from typing import Any, Iterable, Mapping, Protocol
 
 from protocols import sal
 from protocols.envelope import tai_now
+from protocols.timescale import utc_from_tai
 
 KINDS = ("dds", "kafka")
-TAI_MINUS_UTC = 37.0
 
 
 class BusUnavailable(RuntimeError):
@@ -122,7 +122,7 @@ class _DdsWriter:
         if snd_stamp is None:
             self.dds.write(sample)
         else:  # a simulator's clock: the DDS source time is the sample's own (UTC ns)
-            self.dds.write(sample, timestamp=int(round((snd_stamp - TAI_MINUS_UTC) * 1e9)))
+            self.dds.write(sample, timestamp=int(round(utc_from_tai(snd_stamp) * 1e9)))
         return sample
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocols import salrecord
-from protocols.timescale import tai_minus_utc, tai_now
+from protocols.timescale import tai_now
 
 FORMAT_VERSION = 1
 #: Limits every receiver applies before it reads a frame (a frame from outside is hostile until
@@ -28,15 +28,6 @@ MAX_TOPIC_BYTES = 1024
 MAX_ENVELOPE_BYTES = 4096
 MAX_PAYLOAD_BYTES = 256 * 1024 * 1024
 MAX_JSON_DEPTH = 64
-
-
-def __getattr__(name: str) -> Any:
-    """``TAI_MINUS_UTC``: TAI-UTC now, from the leap-second table (:mod:`protocols.timescale`).
-
-    Kept for the modules that import the name; new code calls ``tai_minus_utc(t)`` for its instant."""
-    if name == "TAI_MINUS_UTC":
-        return tai_minus_utc()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class EnvelopeError(ValueError):

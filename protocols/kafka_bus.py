@@ -31,6 +31,7 @@ from protocols import avro_schema as av
 from protocols import kafka_wire as kw
 from protocols.envelope import tai_now
 from protocols.kafka_config import KafkaSettings
+from protocols.timescale import utc_from_tai
 
 log = logging.getLogger("kafka_bus")
 
@@ -254,7 +255,7 @@ class KafkaWriter:
         )  # fmt: skip
         value = kw.encode_value(wt.schema_id, wt.codec, data)
         index = int(data["salIndex"]) if "salIndex" in data else None
-        stamp_ms = None if snd_stamp is None else int(round((snd_stamp - kw.TAI_MINUS_UTC) * 1000))
+        stamp_ms = None if snd_stamp is None else int(round(utc_from_tai(snd_stamp) * 1000))
         self._produce(topic.name, topic.key(index), value, stamp_ms)
         return data
 

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - a DDS-only installation
     fastavro = None
 
 from protocols import avro_schema as av
-from protocols.envelope import TAI_MINUS_UTC
+from protocols.timescale import utc_from_tai
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
@@ -287,7 +287,7 @@ def stamp(
     out = dict(values)
     out.update(
         private_sndStamp=snd_stamp,
-        private_efdStamp=snd_stamp - TAI_MINUS_UTC,
+        private_efdStamp=utc_from_tai(snd_stamp),
         private_kafkaStamp=snd_stamp,
         private_revCode=rev_code,
         private_identity=identity,

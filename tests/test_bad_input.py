@@ -687,7 +687,8 @@ def plan_injections(emissions, images: list[str]):  # noqa: ANN001, ANN201
 
 
 def _make_player(domain: int):  # noqa: ANN202
-    from tools.sim.player import TAI_MINUS_UTC, Player, build_sample
+    from protocols.timescale import utc_from_tai
+    from tools.sim.player import Player, build_sample
 
     class InjectingPlayer(Player):
         """hs-sim's player, plus emissions whose private_sndStamp differs from their bus time."""
@@ -701,7 +702,7 @@ def _make_player(domain: int):  # noqa: ANN202
             smp = build_sample(e.component, e.topic, e.sal_index, fields, private_sndStamp=snd,
                                private_seqNum=self._seq[key], private_identity=e.component,
                                private_origin=os.getpid())
-            w.write(smp, timestamp=int(round((e.tai - TAI_MINUS_UTC) * 1e9)))
+            w.write(smp, timestamp=int(round(utc_from_tai(e.tai) * 1e9)))
 
     return InjectingPlayer(domain, log=open(os.devnull, "w"))  # noqa: SIM115
 

@@ -19,12 +19,12 @@ from collections import Counter
 from typing import Any, Callable, Iterable, TextIO
 
 from protocols.sal import ensure_loopback_dds, get_topic, idl_class, make_sample, qos_for
+from protocols.timescale import utc_from_tai
 from tools.sim.night import Emission, emission_key
 from tools.sim.scenario import tai_iso
 
-__all__ = ["Player", "build_sample", "TAI_MINUS_UTC"]
+__all__ = ["Player", "build_sample"]
 
-TAI_MINUS_UTC = 37.0
 
 # make_sample's own parameter names; a SAL field with one of these names is set after construction.
 _RESERVED = frozenset({"component", "name", "sal_index"})
@@ -134,7 +134,7 @@ class Player:
             private_identity=e.component,
             private_origin=os.getpid(),
         )
-        w.write(sample, timestamp=int(round((e.tai - TAI_MINUS_UTC) * 1e9)))
+        w.write(sample, timestamp=int(round(utc_from_tai(e.tai) * 1e9)))
         self.counts[emission_key(e)] += 1
 
     def play(
