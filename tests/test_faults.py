@@ -48,8 +48,12 @@ def start_latiss(base: Path, extra_env: dict[str, str] | None = None) -> Deploym
     domain, offset = fresh_domain_and_offset()
     dep = Deployment(base / "run", base / "annex", domain, offset, extra_env or {})
     dep.start()
-    dep.start_instance("LATISS")
-    dep.wait_running("LATISS")
+    try:
+        dep.start_instance("LATISS")
+        dep.wait_running("LATISS")
+    except BaseException:
+        dep.stop()  # a deployment that could not be made ready is not left running for the next test
+        raise
     dep.apply_env()
     return dep
 
