@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from procs.common import Counters, GcPacer, Stop, base_parser, drain, setup
+from procs.common import Counters, GcPacer, Stop, drain, run_process
 from procs.journal import read_json, write_json_atomic
 from protocols import messages, sal, salrecord
 from protocols.config import InstanceConfig
@@ -442,10 +442,7 @@ class CacheServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser("hs-cache", __doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    cfg = setup(args, "hs-cache")
-    CacheServer(cfg).run(Stop())
+    run_process("hs-cache", __doc__, lambda cfg: CacheServer(cfg).run, argv)
 
 
 if __name__ == "__main__":

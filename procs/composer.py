@@ -19,7 +19,7 @@ import zmq
 
 from header import astro
 from header.compose import CAMERA_EVENTS, ComposedHeader, ExposureInputs, Templates, compose_header
-from procs.common import Counters, GcPacer, Stop, base_parser, drain, setup
+from procs.common import Counters, GcPacer, Stop, drain, run_process
 from procs.exposure import (  # noqa: F401 - the rules' helpers, also used from here by tools and tests
     DONE_KEPT,
     PRECOMPOSE_AT,
@@ -537,10 +537,7 @@ class Composer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser("hs-composer", __doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    cfg = setup(args, "hs-composer")
-    Composer(cfg).run(Stop())
+    run_process("hs-composer", __doc__, lambda cfg: Composer(cfg).run, argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import zmq
 
-from procs.common import Counters, GcPacer, Stop, base_parser, setup
+from procs.common import Counters, GcPacer, Stop, run_process
 from protocols import sal, salrecord
 from protocols.config import InstanceConfig, load_keyword_map
 from protocols.envelope import RESUMING, EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
@@ -373,10 +373,7 @@ def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pu
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser("hs-listener", __doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    cfg = setup(args, "hs-listener")
-    run(cfg, Stop())
+    run_process("hs-listener", __doc__, lambda cfg: lambda stop: run(cfg, stop), argv)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from header.fitsfile import encode_file_from_cards
 from header.yamlheader import payload_yaml
 from procs.annex import MIME_TYPE, AnnexConflict, conflict_location, index_path, open_annex
 from procs.annex_local import LocalAnnex
-from procs.common import Counters, GcPacer, Stop, base_parser, setup
+from procs.common import Counters, GcPacer, Stop, run_process
 from procs.journal import AppendLog, write_atomic
 from protocols import sal
 from protocols.config import InstanceConfig
@@ -525,10 +525,7 @@ class Publisher:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser("hs-publisher", __doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    cfg = setup(args, "hs-publisher")
-    Publisher(cfg).run(Stop())
+    run_process("hs-publisher", __doc__, lambda cfg: Publisher(cfg).run, argv)
 
 
 if __name__ == "__main__":
