@@ -249,11 +249,8 @@ class CacheServer:
         self.outages = meta.get("outages", [])
         self.last_sample_time = float(meta.get("last_sample_time", 0.0))
         if self.last_sample_time:
-            if self.applied:
-                latest = list(self.applied)[-1]
-                self.gaps.current[latest.split("@", 1)[0]] = latest
-            for sender, seq in self.applied.items():
-                self.gaps.last[sender] = seq
+            for sender, seq in self.applied.items():  # oldest first: the latest is the listener now
+                self.gaps.resume(sender, seq)
         log.info("restored %d samples from disk in %.2f s (%d outage span(s) recorded)", n, time.monotonic() - t0, len(self.outages))
 
     def meta(self) -> dict[str, Any]:
