@@ -19,6 +19,7 @@ import zmq
 
 from header import astro
 from header.compose import CAMERA_EVENTS, ComposedHeader, ExposureInputs, Templates, compose_header
+from header.memo import BoundedMemo
 from procs.common import Counters, GcPacer, Stop, drain, run_process
 from procs.exposure import (  # noqa: F401 - the rules' helpers, also used from here by tools and tests
     DONE_KEPT,
@@ -91,15 +92,15 @@ def collection_request(cfg: InstanceConfig, kmap: KeywordMap, points: dict[str, 
 
 
 _Plan = tuple[dict[str, list[str]], list[str], dict[str, list[str]]]
-_PLANS: dict[tuple[str, int, tuple[str, ...]], tuple[KeywordMap, _Plan]] = {}
+_PLANS: BoundedMemo[_Plan] = BoundedMemo(64)  # by camera, keyword map (its values) and points
 
 
 def _request_plan(camera: str, kmap: KeywordMap, point_names: tuple[str, ...]) -> _Plan:
     """Topics per point, monitored topics and fields of a keyword map: the same for every header."""
-    memo_key = (camera, id(kmap), point_names)
+    memo_key = (camera, kmap.fingerprint, point_names)
     got = _PLANS.get(memo_key)
-    if got is not None and got[0] is kmap:
-        return got[1]
+    if got is not None:
+        return got
     topics: dict[str, set[str]] = {p: set() for p in point_names}
     fp_key = topic_key(camera, "focalPlaneSummaryInfo")
     topics.setdefault("start", set()).add(fp_key)
@@ -113,9 +114,7 @@ def _request_plan(camera: str, kmap: KeywordMap, point_names: tuple[str, ...]) -
             monitored.append(src.topic_key)
     fields = dict(needed_fields(kmap))
     fields.setdefault(fp_key, list(AUX_FIELDS))
-    plan = ({p: sorted(k) for p, k in topics.items()}, monitored, fields)
-    _PLANS[memo_key] = (kmap, plan)
-    return plan
+    return _PLANS.put(memo_key, ({p: sorted(k) for p, k in topics.items()}, monitored, fields))
 
 
 class Composer:
