@@ -5,19 +5,24 @@
 - ``hdr.<instrument>.<imageName>``: a finished header ``{imageName, instrument, dayobs, version,
   complete, reasons, hdus: [{name, cards: [80-char card images]}], provenance}`` (composer PUB
   fast path and PUSH to the publisher).
-- ``ctl.announced.<imageName>``: ``{imageName, version, path, url, md5, byteSize, announced}``
-  (publisher PUB, after the DDS announcement).
+- ``ctl.announced.<imageName>``: ``{imageName, version, path, url, md5, byteSize, complete,
+  announced, annex, files}`` (publisher PUB, after the DDS announcement: its annex-index entry).
 - ``ctl.rejected.<imageName>``: ``{imageName, version, reason, path}`` (publisher PUB, header set aside).
 - ``ctl.skipped.<instrument>.<imageName>``: ``{imageName, reason[, duplicate]}`` (composer PUB).
 - ``ctl.fault.<instrument>``: ``{code, report}``; ``ctl.warning.<instrument>``: ``{code, report,
   active}`` (composer and publisher PUB, read by hs-csc; see :mod:`protocols.csc_state`).
 - Requests (REQ to a ROUTER, topic ``ctl.request.<op>``): the cache's ``collect``, ``range``,
   ``latest`` and ``status``; the composer's ``sensor``, ``recompose`` and ``status``; the
-  listener's ``replay``.
+  listener's ``replay`` and ``refill``. Replies (topic ``ctl.reply.<op>``, sensor headers on
+  ``hdr.<instrument>.sensor``, refusals ``{error}``): :class:`CollectReply`, :class:`RangeReply`,
+  :class:`LatestReply`, :class:`CacheStatus`, :class:`ReplayReply`, :class:`RefillReply`,
+  :class:`RecomposeReply`, :class:`ComposerStatus`, :class:`SensorReply`, :class:`ErrorReply`.
+- ``ctl.csc.<instrument>``: :class:`CscState` (hs-csc PUB and REP answer).
 
-Every request and control message is a dataclass here with one ``encode`` (the JSON payload, the
-same keys as ever) and one ``decode`` that validates and raises :class:`EnvelopeError` with the
-reason; senders and receivers use these instead of dictionaries written by hand.
+Every request, reply and control message is a dataclass here with one ``encode`` (the JSON
+payload, the same keys as ever) and one ``decode`` that validates and raises
+:class:`EnvelopeError` with the reason; senders and receivers use these instead of dictionaries
+written by hand (:meth:`CacheClient.ask` decodes the reply it expects).
 """
 
 from __future__ import annotations
@@ -565,6 +570,65 @@ class SensorReply(Reply):
         segments = [_object(s, "segment") for s in _list(p.get("segments", []), "segments")]
         return cls(_text(_get(p, "sensor"), "sensor"), _texts(_get(p, "cards"), "cards"), segments,
                    _text(_get(p, "imageName"), "imageName"), _int(_get(p, "version"), "version"))  # fmt: skip
+
+
+@dataclass
+class Announced:
+    """``ctl.announced``: a header written to the annex and announced, sent as the publisher records
+    it in the annex index (``announced``: its TAI, None until the announcement; ``files``: every
+    format written, by format). The composer reads it as an :class:`Acknowledgement`."""
+
+    imageName: str
+    version: int
+    path: str
+    url: str
+    md5: str
+    byteSize: int
+    complete: bool = True
+    announced: float | None = None
+    annex: str = "local"
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def encode(self) -> dict[str, Any]:
+        return {"imageName": self.imageName, "version": self.version, "path": self.path, "url": self.url,
+                "md5": self.md5, "byteSize": self.byteSize, "complete": self.complete, "announced": self.announced,
+                "annex": self.annex, "files": self.files}  # fmt: skip
+
+    @classmethod
+    def decode(cls, payload: Any) -> Announced:
+        p = _object(payload, "ctl.announced payload")
+        announced = p.get("announced")
+        return cls(
+            _text(_get(p, "imageName"), "imageName"), _int(_get(p, "version"), "version"), _text(_get(p, "path"), "path"),
+            _text(_get(p, "url"), "url"), _text(_get(p, "md5"), "md5"), _int(_get(p, "byteSize"), "byteSize"),
+            p.get("complete", True) is not False, None if announced is None else _float(announced),
+            _text(p.get("annex", "local"), "annex"), _object(p.get("files", {}), "files"),
+        )  # fmt: skip
+
+
+@dataclass
+class CscState:
+    """The CSC's state message (``ctl.csc.<instrument>``, PUB and the REP answer; see
+    :mod:`protocols.csc_state`): summary state by name and code, the CSC's name and the operator's
+    header-card overrides ``{version, cards: {KEY: {value, comment}}, setAt, by}``."""
+
+    state: str
+    stateCode: int
+    csc: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> dict[str, Any]:
+        return {"state": self.state, "stateCode": self.stateCode, "csc": self.csc, "overrides": self.overrides}
+
+    @classmethod
+    def decode(cls, payload: Any) -> CscState:
+        p = _object(payload, "state message")
+        if not isinstance(p.get("state"), str) or "stateCode" not in p:
+            raise EnvelopeError(f"state message without state/stateCode: {str(p)[:80]}")
+        overrides = _object(p.get("overrides", {}), "overrides")
+        _object(overrides.get("cards", {}), "override cards")
+        _int(overrides.get("version", 0), "overrides version")
+        return cls(p["state"], _int(p["stateCode"], "stateCode"), str(p.get("csc", "")), overrides)
 
 
 def _code(payload: dict[str, Any]) -> int:

@@ -17,12 +17,14 @@ from protocols import salrecord
 from protocols.config import load_instance
 from protocols.envelope import EnvelopeError, Sender, decode, encode_payload, split_identity
 from protocols.messages import (
+    Announced,
     CacheClient,
     CacheStatus,
     CacheUnavailable,
     CollectReply,
     CollectRequest,
     ComposerStatus,
+    CscState,
     ErrorReply,
     LatestReply,
     LatestRequest,
@@ -61,6 +63,13 @@ WIRE: list[tuple[Any, dict[str, Any]]] = [
     (SensorReply("R22_S11", ["SIMPLE  =                    T"], [{"name": "R22_S11/Segment10", "cards": []}], "MC_O_20261124_000001", 1),
      {"sensor": "R22_S11", "cards": ["SIMPLE  =                    T"], "segments": [{"name": "R22_S11/Segment10", "cards": []}],
       "imageName": "MC_O_20261124_000001", "version": 1}),
+    (Announced("AT_O_20261124_000001", 2, "/a/AT_O_20261124_000001.fits", "http://127.0.0.1/a.fits", "0" * 32, 86400, True,
+               1.5e9, "local", {"fits": {"path": "/a"}}),
+     {"imageName": "AT_O_20261124_000001", "version": 2, "path": "/a/AT_O_20261124_000001.fits", "url": "http://127.0.0.1/a.fits",
+      "md5": "0" * 32, "byteSize": 86400, "complete": True, "announced": 1.5e9, "annex": "local", "files": {"fits": {"path": "/a"}}}),
+    (CscState("ENABLED", 2, "ATHeaderService", {"version": 3, "cards": {"OBSERVER": {"value": "Jane", "comment": ""}}}),
+     {"state": "ENABLED", "stateCode": 2, "csc": "ATHeaderService",
+      "overrides": {"version": 3, "cards": {"OBSERVER": {"value": "Jane", "comment": ""}}}}),
 ]  # fmt: skip
 
 
@@ -84,6 +93,10 @@ MALFORMED: list[tuple[Any, Any, str]] = [
     (RecomposeReply, {"results": [{"version": 1}]}, "'imageName'"),
     (SensorReply, {"sensor": "R22_S11", "cards": [1], "segments": [], "imageName": "x", "version": 1}, "cards is not a list of text"),
     (ErrorReply, {}, "'error'"),
+    (Announced, {"imageName": "X", "version": 1, "path": "p", "url": "u", "md5": "m", "byteSize": "big"}, "byteSize is not a number"),
+    (CscState, {"state": "ENABLED", "stateCode": "two"}, "stateCode is not a number"),
+    (CscState, {"state": "ENABLED", "stateCode": 2, "overrides": {"cards": []}}, "override cards is not an object"),
+    (CscState, {"stateCode": 2}, "without state/stateCode"),
 ]
 
 
@@ -175,3 +188,44 @@ def test_an_answer_that_is_not_the_reply_asked_for_is_cache_unavailable() -> Non
         thread.join(5)
         client.close()
         router.close()
+
+
+def test_the_state_message_of_the_csc_is_the_typed_one() -> None:
+    from protocols.csc_state import State, empty_overrides, state_payload
+
+    payload = state_payload(State.DISABLED, empty_overrides(), "ATHeaderService")
+    assert CscState.decode(payload) == CscState("DISABLED", int(State.DISABLED), "ATHeaderService", empty_overrides())
+    assert list(payload) == ["state", "stateCode", "csc", "overrides"]
+
+
+def test_a_state_message_with_a_bad_state_code_is_not_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, ``{"state": "ENABLED", "stateCode": "two"}`` was applied and ``state_code`` then raised."""
+    import time
+
+    from protocols.csc_state import CscStateFollower, state_pub_endpoint, state_topic
+
+    for k in ("HS_PORT_OFFSET", "HS_DDS_DOMAIN"):
+        monkeypatch.delenv(k, raising=False)
+    _, offset = fresh_domain_and_offset()
+    cfg = load_instance("LATISS").model_copy(update={"port_base": 5550 + offset + 10})
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(state_pub_endpoint(cfg))
+    follower = CscStateFollower(cfg, role="test")
+    sender = Sender("csc.LATISS@test:5:0")
+    try:
+        deadline = time.monotonic() + 10
+        while follower.bad_messages == 0 and time.monotonic() < deadline:  # until the subscription is through
+            pub.send_multipart(sender.frames(state_topic(cfg.instrument), {"state": "ENABLED", "stateCode": "two", "overrides": {}}))
+            time.sleep(0.05)
+            follower.poll()
+        assert follower.bad_messages >= 1
+        assert follower.state == CscStateFollower.UNKNOWN and follower.state_code is None and not follower.enabled
+        pub.send_multipart(sender.frames(state_topic(cfg.instrument), CscState("ENABLED", 2, "ATHeaderService", {"version": 1, "cards": {}}).encode()))
+        deadline = time.monotonic() + 10
+        while not follower.poll() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert follower.enabled and follower.state_code == 2 and follower.overrides_version == 1
+    finally:
+        follower.close()
+        pub.close()

@@ -31,8 +31,9 @@ from astropy.time import Time
 from procs.annex import index_path
 from procs.journal import AppendLog
 from protocols.config import ConfigError, InstanceConfig, load_instance
-from protocols.envelope import Sender, decode, sender_id
+from protocols.envelope import EnvelopeError, Sender, decode, sender_id
 from protocols.messages import (
+    Announced,
     CacheClient,
     CacheUnavailable,
     RangeReply,
@@ -151,12 +152,15 @@ def regenerate(cfg: InstanceConfig, names: list[str], timeout_s: float = 120.0) 
     deadline = time.monotonic() + timeout_s
     while waiting and time.monotonic() < deadline:
         if acks.poll(200):
-            entry = decode(acks.recv_multipart()).payload
-            if waiting.get(entry.get("imageName"), 1e9) <= int(entry.get("version", 0)):
+            try:
+                entry = Announced.decode(decode(acks.recv_multipart()).payload)
+            except EnvelopeError:
+                continue  # not an announcement this tool can read: not the one it waits for
+            if waiting.get(entry.imageName, 1e9) <= entry.version:
                 for r in results:
-                    if r["imageName"] == entry["imageName"]:
-                        r["url"] = entry.get("url")
-                del waiting[entry["imageName"]]
+                    if r["imageName"] == entry.imageName:
+                        r["url"] = entry.url
+                del waiting[entry.imageName]
     for r in results:
         if r["imageName"] in waiting:
             r["error"] = "not announced within the timeout"
