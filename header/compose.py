@@ -264,7 +264,7 @@ def encoded_hdu(cards: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(checksum_cards(list(cards)))
 
 
-#: Reduced keywords by (keyword source, sample time, collection time, age limit, sensors):
+#: Reduced keywords by what a reduction reads (see _reduced_key):
 #: several headers' worth for the largest keyword map.
 _REDUCED: BoundedMemo[Resolved] = BoundedMemo(4096)
 #: Encoded sensor HDUs with their notes: two LSSTCam headers' worth and more.

@@ -65,7 +65,8 @@ def run_process(prog: str, doc: str | None, build: Callable[[InstanceConfig], Ca
     """The whole ``main()`` of a Header Service process: arguments (``--instance``, ``--log-level``),
     logging and the checked configuration (exit 2 on a bad file, see :func:`setup`), then
     ``build(cfg)`` makes the process (sockets bound, state restored) and returns its loop, which
-    runs until SIGTERM or SIGINT. Signals are caught only once the process is built, as before."""
+    runs until SIGTERM or SIGINT. Signals are caught once the process is built: a SIGTERM while it
+    starts (restoring its state, waiting for the CSC) ends it at once."""
     args = base_parser(prog, (doc or prog).strip().splitlines()[0]).parse_args(argv)
     cfg = setup(args, prog)
     loop = build(cfg)
