@@ -25,12 +25,12 @@ from typing import Any, Iterator
 
 import zmq
 
-from procs.common import Counters, GcPacer, Stop, base_parser, setup
+from procs.common import Counters, GcPacer, Stop, run_process
 from protocols import sal, salrecord
 from protocols.config import InstanceConfig, load_keyword_map
 from protocols.envelope import RESUMING, EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
 from protocols.timescale import utc_from_tai
-from protocols.messages import RefillRequest, ReplayRequest, decode_request
+from protocols.messages import ErrorReply, RefillReply, RefillRequest, ReplayReply, ReplayRequest, decode_request
 
 log = logging.getLogger("listener")
 REPLAY_BYTES = 48e6  # payload bytes the replay ring keeps, whatever the message count
@@ -249,15 +249,15 @@ def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Count
             if isinstance(req, RefillRequest):
                 if refill is None:
                     raise ValueError("refill needs the Kafka bus (this listener reads DDS, which keeps no log)")
-                body = refill(req.t0, req.t1)
-                router.send_multipart(ident + sender.frames("ctl.reply.refill", body))
+                done = RefillReply(refill(req.t0, req.t1))
+                router.send_multipart(ident + sender.frames(done.topic(), done.encode()))
                 continue
             since = req.since
-            msgs = [[f[0].decode(), seq, base64.b64encode(f[2]).decode()] for seq, f in ring if seq > since]
-            body = {"sender": sender.sender, "oldest": ring[0][0] if ring else sender.seq + 1, "messages": msgs}
+            msgs = [(f[0].decode(), seq, base64.b64encode(f[2]).decode()) for seq, f in ring if seq > since]
+            body = ReplayReply(sender.sender, ring[0][0] if ring else sender.seq + 1, msgs).encode()
         except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
             counts["bad_requests"] += 1
-            body = {"error": f"bad replay request: {exc}"}
+            body = ErrorReply(f"bad replay request: {exc}").encode()
         router.send_multipart(ident + sender.frames("ctl.reply.replay", body))
 
 
@@ -346,14 +346,14 @@ def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pu
             ring_bytes -= len(ring.popleft()[1][2])
         counts["samples"] += 1
 
-    def refill(t0: float, t1: float) -> dict[str, Any]:
+    def refill(t0: float, t1: float) -> int:
         n = 0
         for frame, payload in source.refill(t0, t1):
             publish(frame, payload)
             n += 1
         counts["refilled"] += n
         log.info("refill of %.3f .. %.3f TAI: %d samples published again from Kafka", t0, t1, n)
-        return {"published": n}
+        return n
 
     while not stop.requested:
         before = counts["samples"]
@@ -373,10 +373,7 @@ def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pu
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser("hs-listener", __doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    cfg = setup(args, "hs-listener")
-    run(cfg, Stop())
+    run_process("hs-listener", __doc__, lambda cfg: lambda stop: run(cfg, stop), argv)
 
 
 if __name__ == "__main__":

@@ -33,13 +33,13 @@ from header.fitsfile import encode_file_from_cards
 from header.yamlheader import payload_yaml
 from procs.annex import MIME_TYPE, AnnexConflict, conflict_location, index_path, open_annex
 from procs.annex_local import LocalAnnex
-from procs.common import Counters, GcPacer, Stop, base_parser, setup
+from procs.common import Counters, GcPacer, Stop, run_process
 from procs.journal import AppendLog, write_atomic
 from protocols import sal
 from protocols.config import InstanceConfig
 from protocols.csc_state import ErrorCode, fault_frames, warning_frames
 from protocols.envelope import EnvelopeError, Sender, decode, sender_id, tai_now
-from protocols.messages import Rejected
+from protocols.messages import Announced, Rejected
 from protocols.names import BadName, check_image_name, image_name_problem
 
 log = logging.getLogger("publisher")
@@ -380,19 +380,9 @@ class Publisher:
             for loc, (fmt, data, md5) in zip(locs, files)
         }
         main = stored[files[0][0]]
-        entry = {
-            "imageName": image,
-            "version": version,
-            "path": main["path"],
-            "url": main["url"],
-            "md5": main["md5"],
-            "byteSize": main["byteSize"],
-            "complete": bool(payload.get("complete", True)),
-            "announced": None,
-            "annex": self.annex.kind,
-            "files": stored,
-        }
-        self.index.add(entry, sync=False)
+        entry = Announced(image, version, main["path"], main["url"], main["md5"], main["byteSize"],
+                          bool(payload.get("complete", True)), None, self.annex.kind, stored)  # fmt: skip
+        self.index.add(entry.encode(), sync=False)
         t1 = time.perf_counter()
         for f in stored.values():
             self.announcer.announce(f["url"], version, f["byteSize"], f["md5"], image, f["mimeType"])
@@ -406,9 +396,9 @@ class Publisher:
         except OSError as exc:
             self.counts["side_car_errors"] += 1
             log.error("%s v%d: provenance side-car not stored: %s", image, version, exc)
-        entry = dict(entry, announced=tai_now())
-        self.index.add(entry)
-        self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", entry))
+        entry.announced = tai_now()
+        self.index.add(entry.encode())
+        self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", entry.encode()))
         self.counts["announced"] += 1
         log.info(
             "%s v%d written (%s) and announced at %s; %.1f ms to write, %.1f ms to announce",
@@ -525,10 +515,7 @@ class Publisher:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser("hs-publisher", __doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    cfg = setup(args, "hs-publisher")
-    Publisher(cfg).run(Stop())
+    run_process("hs-publisher", __doc__, lambda cfg: Publisher(cfg).run, argv)
 
 
 if __name__ == "__main__":
