@@ -3,7 +3,12 @@ SIGKILL after the first header and started again a few seconds later on the same
 (the durable, S3-backed Tansu of tools/kafka_local.py). From outside: every exposure is announced on
 the bus and written, nothing is skipped, no process of the instance died (each reconnected and
 resumed from its offsets), the CSC stayed ENABLED, and, the log having kept every sample the
-simulator wrote during the outage, every header is COMPLETE with no undefined keyword."""
+simulator wrote during the outage, every header is COMPLETE with no undefined keyword.
+
+The listener reads a backlog after the outage (and always behind this slow S3-backed broker): Kafka
+orders records per topic only, so a camera event read before the other topics' earlier samples
+would be composed with stale telemetry; the listener holds the event until the other topics are
+read to their end as its fetcher knows it (procs/listener.py KafkaSource.catch_up)."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ stores it in S3 instead (Tansu's ``s3://`` engine on a moto server on loopback, 
 so the broker can be killed and started again on the same port with its records, offsets and
 consumer groups (:meth:`LocalKafka.kill_broker`, :meth:`LocalKafka.restart_broker`: the broker gone
 mid-night). Each S3 listing costs tens of ms, more than ``fetch.wait.max.ms=10``, after which Tansu
-answers a fetch empty: durable buses give their consumers ``fetch.wait.max.ms=500`` (a record
-written still arrives at once).
+answers a fetch empty: durable buses give their consumers ``fetch.wait.max.ms=2000`` (a fetch of
+every partition a listener reads fits in it; each hop is slower, this bus is for fault tests).
 
 ``python -m tools.kafka_local [--dir DIR] [--durable]`` runs both until interrupted and prints the variables.
 """
@@ -43,7 +43,7 @@ from protocols import kafka_config as kc
 TANSU_CONSUMER_SETTINGS = {"session.timeout.ms": 1000, "heartbeat.interval.ms": 200, "fetch.wait.max.ms": 10}
 TANSU_PRODUCER_SETTINGS = {"batch.num.messages": 1, "linger.ms": 0}
 #: A durable (S3-backed) broker needs time to list a partition's records within a fetch.
-DURABLE_CONSUMER_SETTINGS = {**TANSU_CONSUMER_SETTINGS, "fetch.wait.max.ms": 500}
+DURABLE_CONSUMER_SETTINGS = {**TANSU_CONSUMER_SETTINGS, "fetch.wait.max.ms": 2000}
 TANSU_BUCKET = "tansu"
 
 
