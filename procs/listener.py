@@ -165,12 +165,13 @@ class KafkaSource:
 
     def catch_up(self) -> list[Any]:
         """What the other topics hold up to their end as the fetcher knows it, before a camera event
-        is published (at most CATCH_UP_S)."""
+        is published (at most CATCH_UP_S). The ends are asked again after each read: after an
+        outage the fetcher learns them only as its fetch responses come back."""
         out: list[Any] = []
         deadline = time.monotonic() + self.CATCH_UP_S
-        while lag := self.reader.lagging():
+        while ends := self.reader.lagging():
             if time.monotonic() > deadline:
-                log.warning("camera event published with %d topic(s) still behind: %s", len(lag), ", ".join(t for t, _ in lag[:5]))
+                log.warning("camera event published with %d topic(s) still behind: %s", len(ends), ", ".join(t for t, _ in list(ends)[:5]))
                 break
             out += self.reader.poll(timeout=0.05)
         return out
