@@ -282,7 +282,7 @@ def run_side_by_side(base: Path, domain: int, offset: int, plan: Plan, res: dict
     envs = {n: dict(env) for n in ("ComCam", "LSSTCam")}
     if bus == "kafka":
         for n, e in envs.items():
-            e["LSST_TOPIC_SUBNAME"] = f"{e.get('LSST_TOPIC_SUBNAME', 'sal')}-side-{n}"
+            e["LSST_TOPIC_SUBNAME"] = f"{e.get('LSST_TOPIC_SUBNAME') or os.environ.get('LSST_TOPIC_SUBNAME') or 'sal'}-side-{n}"
     insts = {n: Instance(base / f"side-{n}", n, domain + k, offset + 100 * k, envs[n], bus) for k, n in enumerate(("ComCam", "LSSTCam"))}
     where = "distinct topic subnames on one Kafka broker" if bus == "kafka" else "distinct DDS domains"
     out: dict[str, Any] = {"status": "ok", "setup": f"two supervisord deployments on {where}, one machine, "
