@@ -109,6 +109,8 @@ class KafkaSource:
 
     COMMIT_EVERY_S = 0.05
     STRAGGLERS_S = 0.02
+    #: Longest a camera event waits for the other topics' backlog (after a broker outage, a slow broker).
+    CATCH_UP_S = 5.0
 
     def __init__(self, cfg: InstanceConfig, topics: list[tuple[str, str]], settings: Any | None = None):
         from protocols import kafka_wire as kw
@@ -146,8 +148,11 @@ class KafkaSource:
         if any(s.topic.name in self.triggers for s in batch):
             # Kafka orders records per topic only: what was written before a camera event on other
             # topics may still be in the fetcher's queue. Take it too, so that the event is published
-            # after the samples written before it (the composer collects as of the event).
+            # after the samples written before it (the composer collects as of the event). After a
+            # broker outage or behind a slow broker, the others may lag by seconds: read them up
+            # to their end as the fetcher knows it (bounded) before the event goes out.
             batch += self.reader.poll(timeout=self.STRAGGLERS_S)
+            batch += self.catch_up()
         batch.sort(key=lambda s: s.snd_stamp)
         for s in batch:
             component, name, frame, ours = self.by_name[s.topic.name]
@@ -157,6 +162,19 @@ class KafkaSource:
                 counts["malformed"] += 1
                 log.warning("malformed %s.%s sample dropped (%s offset %d): %s", component, name, s.topic.name, s.offset, exc)
         counts["bad_records"] += sum(self.reader.bad.values()) - bad_before
+
+    def catch_up(self) -> list[Any]:
+        """What the other topics hold up to their end as the fetcher knows it, before a camera event
+        is published (at most CATCH_UP_S). The ends are asked again after each read: after an
+        outage the fetcher learns them only as its fetch responses come back."""
+        out: list[Any] = []
+        deadline = time.monotonic() + self.CATCH_UP_S
+        while ends := self.reader.lagging():
+            if time.monotonic() > deadline:
+                log.warning("camera event published with %d topic(s) still behind: %s", len(ends), ", ".join(t for t, _ in list(ends)[:5]))
+                break
+            out += self.reader.poll(timeout=0.05)
+        return out
 
     def refill(self, t0: float, t1: float, deadline_s: float = 60.0) -> Iterator[tuple[bytes, bytes]]:
         """The records of [t0 - telemetry_max_age, t1] (TAI) again, event topics from their first

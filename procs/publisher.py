@@ -156,6 +156,8 @@ class KafkaAnnouncer:
         self.csc = cfg.csc
         self.bus = open_bus(cfg)
         self.writer = self.bus.writer(cfg.csc, "largeFileObjectAvailable", identity=cfg.csc)
+        self._queued: set[tuple[str, int, str]] = set()  # (url, version, md5) written, not yet acknowledged
+        self._failed_seen = 0
         try:
             self._connect(10.0)
         except ConnectionError:
@@ -175,11 +177,26 @@ class KafkaAnnouncer:
 
     def announce(self, url: str, version: int, size: int, md5: str, image: str, mime: str = MIME_TYPE["fits"]) -> None:
         self._connect(1.0)
-        self.writer.write(
-            {"generator": self.csc, "mimeType": mime, "url": url, "version": float(version), "byteSize": size, "checkSum": md5, "id": image}
-        )
+        key = (url, version, md5)
+        if key not in self._queued:
+            # an announcement the broker did not acknowledge stays in the producer's queue and is
+            # delivered once the broker is back: its retry waits for it instead of writing it twice
+            self.writer.write(
+                {"generator": self.csc, "mimeType": mime, "url": url, "version": float(version), "byteSize": size, "checkSum": md5, "id": image}
+            )
+            self._queued.add(key)
         if self.bus.flush_pending(5.0):  # on the broker before the composer is told it is announced
             raise ConnectionError("largeFileObjectAvailable not acknowledged by the Kafka broker in 5 s")
+        self._queued.discard(key)
+        failed = self._failed()
+        if failed != self._failed_seen:  # the producer gave up on records (message.timeout.ms): write them again
+            self._failed_seen = failed
+            self._queued.clear()
+            self.announce(url, version, size, md5, image, mime)
+
+    def _failed(self) -> int:
+        """Records the producer gave up on, so far."""
+        return int(self.bus.writer_of(self.csc, self.writer.topic).failed)
 
 
 class AnnexHandler(SimpleHTTPRequestHandler):
