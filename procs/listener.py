@@ -110,7 +110,7 @@ class KafkaSource:
     COMMIT_EVERY_S = 0.05
     STRAGGLERS_S = 0.02
     #: Longest a camera event waits for the other topics' backlog (after a broker outage, a slow broker).
-    CATCH_UP_S = 5.0
+    CATCH_UP_S = 15.0
 
     def __init__(self, cfg: InstanceConfig, topics: list[tuple[str, str]], settings: Any | None = None):
         from protocols import kafka_wire as kw
