@@ -6,17 +6,44 @@ import itertools
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from protocols.sal import LOOPBACK_XML
 from tests.kafka_harness import local_kafka, subname  # noqa: F401 (fixtures for every test module)
 
-os.environ.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
+if TYPE_CHECKING:
+    from tools.runner import Deployment
 
 _counter = itertools.count()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reverse", action="store_true",
+                     help="run the collected tests in reverse order (no test may depend on another's leftovers)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_dds() -> Iterator[None]:
+    """Cyclone DDS in this process stays on loopback (unless the caller chose a configuration)."""
+    with pytest.MonkeyPatch.context() as mp:
+        if "CYCLONEDDS_URI" not in os.environ:
+            mp.setenv("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
+        yield
+
+
+def see_deployment(mp: pytest.MonkeyPatch, dep: Deployment) -> None:
+    """Make this process see a deployment's settings (load_instance, DDS) until ``mp`` is undone."""
+    for k, v in dep.settings_env().items():
+        mp.setenv(k, v)
 
 
 def _slot() -> int:
@@ -55,7 +82,9 @@ def fresh_domain_and_offset() -> tuple[int, int]:
 
 
 @pytest.fixture
-def deployment_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator:
+def deployment_factory(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Deployment]]:
     """``make(instruments, bus="dds"|"kafka", enable=True)``: a deployment under supervisord; on Kafka
     its processes join the module's embedded bus (``local_kafka``) under a topic subname of their own."""
     from tools.runner import Deployment
@@ -82,7 +111,7 @@ def deployment_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest
         dep.stop()
 
 
-def run_sim(dep, scenario: Path, speed: float = 20.0, timeout: float = 300.0) -> subprocess.CompletedProcess:  # noqa: ANN001
+def run_sim(dep: Deployment, scenario: Path, speed: float = 20.0, timeout: float = 300.0) -> subprocess.CompletedProcess:
     """Play a scenario onto the deployment's DDS domain with hs-sim, as an operator would."""
     exe = Path(sys.executable).parent / "hs-sim"
     return subprocess.run(

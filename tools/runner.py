@@ -91,10 +91,15 @@ class Deployment:
         env.update(self.extra_env)
         return env
 
+    def settings_env(self) -> dict[str, str]:
+        """The variables through which a process sees this deployment's settings (load_instance, DDS)."""
+        env = self.env
+        keys = ("HS_ANNEX", "HS_DDS_DOMAIN", "HS_PORT_OFFSET", "HS_STATE_DIR", "CYCLONEDDS_URI", "HS_BUS", *self.extra_env)
+        return {k: env[k] for k in keys}
+
     def apply_env(self) -> None:
         """Make this process see the deployment's settings (for load_instance and DDS)."""
-        for k in ("HS_ANNEX", "HS_DDS_DOMAIN", "HS_PORT_OFFSET", "HS_STATE_DIR", "CYCLONEDDS_URI", "HS_BUS", *self.extra_env):
-            os.environ[k] = self.env[k]
+        os.environ.update(self.settings_env())
 
     def supervisorctl(self, *args: str, check: bool = True) -> str:
         out = subprocess.run(
