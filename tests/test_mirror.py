@@ -400,9 +400,9 @@ def hs_get(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "hs-get"), *args], capture_output=True, text=True, timeout=30, cwd=cwd)
 
 
-def test_base_catches_up_after_link_outage(tmp_path: Path) -> None:
+def test_base_catches_up_after_link_outage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from protocols.config import load_instance
-    from tests.conftest import fresh_domain_and_offset
+    from tests.conftest import fresh_domain_and_offset, see_deployment
     from tools.runner import Deployment
     from tools.sim.scenario import load_scenario
 
@@ -421,7 +421,7 @@ def test_base_catches_up_after_link_outage(tmp_path: Path) -> None:
     try:
         dep.start_instance("LATISS")
         dep.wait_running("LATISS")
-        dep.apply_env()
+        see_deployment(monkeypatch, dep)
         summit_url = f"http://127.0.0.1:{load_instance('LATISS').endpoints.http_port}"
 
         mirror = start_mirror(dep, base, summit_url, mirror_log)

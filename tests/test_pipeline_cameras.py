@@ -14,7 +14,7 @@ import yaml
 from header.geometry import parse_section
 from protocols.config import load_instance, load_keyword_map, load_template
 from protocols.fastpath import SensorHeaderClient, SensorHeaderError
-from tests.conftest import fresh_domain_and_offset, run_sim
+from tests.conftest import fresh_domain_and_offset, run_sim, see_deployment
 from tests.oracle import expected_value
 from tests.plain_dds import PlainReader
 from tools.demo import fitsverify
@@ -46,11 +46,12 @@ def night(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     images = [e.fields["imageName"] for e in emissions if e.topic == "startIntegration"]
     domain, offset = fresh_domain_and_offset()
     dep = Deployment(base / "run", base / "annex", domain, offset)
+    mp = pytest.MonkeyPatch()
     dep.start()
     try:
         dep.start_instance(instrument)
         dep.wait_running(instrument)
-        dep.apply_env()
+        see_deployment(mp, dep)
         cfg = load_instance(instrument)
         reader = PlainReader(domain, CSC[instrument], "logevent_largeFileObjectAvailable")
         time.sleep(1.0)
@@ -61,6 +62,7 @@ def night(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                "announced": {s["id"]: s for s in got}, "annex": base / "annex"}
     finally:
         dep.stop()
+        mp.undo()
 
 
 def path_of(night: dict[str, Any], image: str) -> str:

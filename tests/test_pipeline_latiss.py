@@ -20,7 +20,7 @@ import yaml
 
 from header.astro import tai_iso
 from protocols.config import load_instance, load_keyword_map
-from tests.conftest import run_sim
+from tests.conftest import run_sim, see_deployment
 from tests.kafka_harness import PlainKafkaReader
 from tests.oracle import expected_value
 from tests.plain_dds import PlainReader
@@ -59,11 +59,12 @@ def night(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     bus = request.param
     extra = request.getfixturevalue("local_kafka").env(f"latiss{domain}") if bus == "kafka" else {}
     dep = Deployment(base / "run", base / "annex", domain, offset, extra_env=extra, bus=bus)
+    mp = pytest.MonkeyPatch()
     dep.start()
     try:
         dep.start_instance("LATISS")
         dep.wait_running("LATISS")
-        dep.apply_env()
+        see_deployment(mp, dep)
         cfg = load_instance("LATISS")
         if bus == "kafka":
             reader: Any = PlainKafkaReader(dep.env, "ATHeaderService", "logevent_largeFileObjectAvailable")
@@ -83,6 +84,7 @@ def night(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
         }
     finally:
         dep.stop()
+        mp.undo()
 
 
 def header_of(night: dict[str, Any], image: str, hdu: int = 0) -> fitsio.FITSHDR:

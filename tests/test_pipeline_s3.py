@@ -19,7 +19,7 @@ from header.yamlheader import decode_yaml
 from procs.annex_s3 import s3_client
 from protocols.config import load_instance
 from protocols.csc_state import CscStateFollower
-from tests.conftest import run_sim
+from tests.conftest import run_sim, see_deployment
 from tests.plain_dds import PlainReader
 from tools.runner import venv_bin
 from tools.s3server import MotoServer
@@ -52,7 +52,7 @@ def s3night(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     try:
         dep.start_instance("LATISS")
         dep.wait_running("LATISS")
-        dep.apply_env()
+        see_deployment(mp, dep)
         cfg = load_instance("LATISS")
         reader = PlainReader(domain, CSC, "logevent_largeFileObjectAvailable")
         time.sleep(1.0)
@@ -146,7 +146,7 @@ def test_wrong_credentials_keep_the_csc_out_of_enabled(tmp_path: Path, monkeypat
             dep.enable("LATISS")  # start + enable, as an operator would: FAULT comes before or after enable
         except RuntimeError as exc:
             assert "enable not allowed in state FAULT" in str(exc), exc
-        dep.apply_env()
+        see_deployment(monkeypatch, dep)
         follower = CscStateFollower(load_instance("LATISS"), role="tester")
         try:
             deadline = time.monotonic() + 30
