@@ -46,9 +46,22 @@ def see_deployment(mp: pytest.MonkeyPatch, dep: Deployment) -> None:
         mp.setenv(k, v)
 
 
+BANDS = 28  # bands of 5 slots: DDS domains 10..149 (hs-bench --quick keeps to 150..199), port offsets 20000..22795
+
+
+def _band() -> int:
+    """This process's band: spread by pid so that runs on one machine seldom collide, and by
+    pytest-xdist worker so that the workers of one run never do."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    index = int(worker) if worker.isdigit() else 0
+    per_worker = max(1, BANDS // workers)
+    return ((os.getpid() % per_worker) * workers + index) % BANDS
+
+
 def _slot() -> int:
-    """A per-test slot, spread by pid so parallel runs on one machine do not collide."""
-    return (os.getpid() % 40) * 5 + next(_counter) % 5
+    """A per-test slot (DDS domain and port offset) of this process's band."""
+    return _band() * 5 + next(_counter) % 5
 
 
 @pytest.fixture
