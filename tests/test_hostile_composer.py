@@ -33,7 +33,8 @@ from procs.common import Counters
 from procs.composer import Composer, bounded_event_time, collection_points, exposure_timeout
 from protocols.config import load_instance, load_keyword_map, load_template
 from protocols.envelope import decode, tai_now
-from tests.test_bad_input import INF, NAN, SND, _camera, _latest, _make_player, ask, _good
+from tests.live_latiss import ask, frames
+from tests.test_bad_input_deployment import INF, NAN, SND, _camera, _latest, _make_player
 from tools.catchup import not_composed
 
 T0 = 1.7965e9
@@ -308,7 +309,7 @@ def test_future_stamp_does_not_poison_the_deadline_clock(night: Any) -> None:
     assert h["HDRSTAT"] == "INCOMPLETE" and "after its reception" in h["HDRNOTE"]
     journal = json.loads((Path(night["cfg"].state_dir) / "LATISS" / "composer.json").read_text())
     assert journal["bus_time"] < tai_now() + 120.0
-    status = ask(night["cfg"].endpoints.composer_router, _good("ctl.request.status", {"op": "status"}))
+    status = ask(night["cfg"].endpoints.composer_router, frames("ctl.request.status", {"op": "status"}))
     assert status["counts"]["event_times_not_believed"] >= 1
     assert f"startIntegration of {FUTURE}: private_sndStamp 3000000000.000" in night["dep"].log("latiss-composer")
 
