@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -111,7 +112,7 @@ class FakeSummit:
 
 
 @pytest.fixture
-def summit(tmp_path: Path):
+def summit(tmp_path: Path) -> Iterator[FakeSummit]:
     s = FakeSummit(tmp_path / "summit")
     yield s
     s.close()
