@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,22 +48,41 @@ def see_deployment(mp: pytest.MonkeyPatch, dep: Deployment) -> None:
         mp.setenv(k, v)
 
 
-BANDS = 28  # bands of 5 slots: DDS domains 10..149 (hs-bench --quick keeps to 150..199), port offsets 20000..22795
+SLOTS = 140  # DDS domains 10..149 (hs-bench --quick keeps to 150..199), port offsets 20000..22780
+SLOT_LOCKS = Path(tempfile.gettempdir()) / "hs-test-slots"
+_band: list[int] = []  # this process's slots
+_band_locks: list[int] = []  # their lock files, held open (and so locked) while this process lives
 
 
-def _band() -> int:
-    """This process's band: spread by pid so that runs on one machine seldom collide, and by
-    pytest-xdist worker so that the workers of one run never do."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
-    index = int(worker) if worker.isdigit() else 0
-    per_worker = max(1, BANDS // workers)
-    return ((os.getpid() % per_worker) * workers + index) % BANDS
+def _claim_band(size: int = 5) -> list[int]:
+    """Slots of this process's own: each is locked (flock) for as long as the process lives, so no
+    other test process on this machine (another pytest-xdist worker, another run) takes its DDS
+    domain or ports meanwhile. The search starts at a pid-spread slot; a slot locked by another
+    process is passed over."""
+    if not _band:
+        SLOT_LOCKS.mkdir(exist_ok=True)
+        start = (os.getpid() * 37) % SLOTS
+        for i in range(SLOTS):
+            slot = (start + i) % SLOTS
+            fd = os.open(SLOT_LOCKS / f"{slot}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            _band_locks.append(fd)
+            _band.append(slot)
+            if len(_band) == size:
+                break
+        if not _band:
+            raise RuntimeError(f"every test slot in {SLOT_LOCKS} is taken by another process")
+    return _band
 
 
 def _slot() -> int:
-    """A per-test slot (DDS domain and port offset) of this process's band."""
-    return _band() * 5 + next(_counter) % 5
+    """A per-test slot (DDS domain and port offset), taken in turn from this process's own."""
+    band = _claim_band()
+    return band[next(_counter) % len(band)]
 
 
 @pytest.fixture
