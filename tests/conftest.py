@@ -2,26 +2,87 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from protocols.sal import LOOPBACK_XML
 from tests.kafka_harness import local_kafka, subname  # noqa: F401 (fixtures for every test module)
 
-os.environ.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
+if TYPE_CHECKING:
+    from tools.runner import Deployment
 
 _counter = itertools.count()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reverse", action="store_true",
+                     help="run the collected tests in reverse order (no test may depend on another's leftovers)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_dds() -> Iterator[None]:
+    """Cyclone DDS in this process stays on loopback (unless the caller chose a configuration)."""
+    with pytest.MonkeyPatch.context() as mp:
+        if "CYCLONEDDS_URI" not in os.environ:
+            mp.setenv("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
+        yield
+
+
+def see_deployment(mp: pytest.MonkeyPatch, dep: Deployment) -> None:
+    """Make this process see a deployment's settings (load_instance, DDS) until ``mp`` is undone."""
+    for k, v in dep.settings_env().items():
+        mp.setenv(k, v)
+
+
+SLOTS = 140  # DDS domains 10..149 (hs-bench --quick keeps to 150..199), port offsets 20000..22780
+SLOT_LOCKS = Path(tempfile.gettempdir()) / "hs-test-slots"
+_band: list[int] = []  # this process's slots
+_band_locks: list[int] = []  # their lock files, held open (and so locked) while this process lives
+
+
+def _claim_band(size: int = 5) -> list[int]:
+    """Slots of this process's own: each is locked (flock) for as long as the process lives, so no
+    other test process on this machine (another pytest-xdist worker, another run) takes its DDS
+    domain or ports meanwhile. The search starts at a pid-spread slot; a slot locked by another
+    process is passed over."""
+    if not _band:
+        SLOT_LOCKS.mkdir(exist_ok=True)
+        start = (os.getpid() * 37) % SLOTS
+        for i in range(SLOTS):
+            slot = (start + i) % SLOTS
+            fd = os.open(SLOT_LOCKS / f"{slot}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            _band_locks.append(fd)
+            _band.append(slot)
+            if len(_band) == size:
+                break
+        if not _band:
+            raise RuntimeError(f"every test slot in {SLOT_LOCKS} is taken by another process")
+    return _band
+
+
 def _slot() -> int:
-    """A per-test slot, spread by pid so parallel runs on one machine do not collide."""
-    return (os.getpid() % 40) * 5 + next(_counter) % 5
+    """A per-test slot (DDS domain and port offset), taken in turn from this process's own."""
+    band = _claim_band()
+    return band[next(_counter) % len(band)]
 
 
 @pytest.fixture
@@ -55,7 +116,9 @@ def fresh_domain_and_offset() -> tuple[int, int]:
 
 
 @pytest.fixture
-def deployment_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator:
+def deployment_factory(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Deployment]]:
     """``make(instruments, bus="dds"|"kafka", enable=True)``: a deployment under supervisord; on Kafka
     its processes join the module's embedded bus (``local_kafka``) under a topic subname of their own."""
     from tools.runner import Deployment
@@ -82,7 +145,7 @@ def deployment_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest
         dep.stop()
 
 
-def run_sim(dep, scenario: Path, speed: float = 20.0, timeout: float = 300.0) -> subprocess.CompletedProcess:  # noqa: ANN001
+def run_sim(dep: Deployment, scenario: Path, speed: float = 20.0, timeout: float = 300.0) -> subprocess.CompletedProcess:
     """Play a scenario onto the deployment's DDS domain with hs-sim, as an operator would."""
     exe = Path(sys.executable).parent / "hs-sim"
     return subprocess.run(

@@ -6,18 +6,22 @@ value that matches it is the value that was on the bus at the collection point.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from header.astro import tai_iso
+from protocols.config import KeywordSource
+from tools.sim.night import Emission
 
 
-def camera_event(emissions, topic: str, image: str):  # noqa: ANN001, ANN201
+def camera_event(emissions: Sequence[Emission], topic: str, image: str) -> Emission:
     return next(e for e in emissions if e.topic == topic and e.fields.get("imageName") == image)
 
 
-def expected_value(night: dict[str, Any], src, image: str, sensor_index: int = 0) -> Any:  # noqa: ANN001
-    """The value the simulator published for a keyword, reduced as keyword-sources.md says."""
-    em = night["emissions"]
+def expected_value(emissions: Sequence[Emission], src: KeywordSource, image: str, sensor_index: int = 0) -> Any:
+    """The value the simulator published for a keyword (``emissions``: the night as the bus carried
+    it), reduced as keyword-sources.md says."""
+    em = emissions
     points = {
         "start": camera_event(em, "startIntegration", image).tai,
         "readout": camera_event(em, "startReadout", image).tai,

@@ -4,7 +4,6 @@ leaves it stopped instead of restarting it. Processes are started as operators s
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -30,12 +29,14 @@ def site(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Settings of a deployment of its own, exported to this process and so to the programs it runs."""
     domain, offset = fresh_domain_and_offset()
-    for k, v in {"HS_DDS_DOMAIN": str(domain), "HS_PORT_OFFSET": str(offset), "HS_STATE_DIR": str(tmp_path / "state"),
-                 "HS_ANNEX": str(tmp_path / "annex")}.items():
+    settings = {"HS_DDS_DOMAIN": str(domain), "HS_PORT_OFFSET": str(offset), "HS_STATE_DIR": str(tmp_path / "state"),
+                "HS_ANNEX": str(tmp_path / "annex")}
+    for k, v in settings.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("HS_END_DEADLINE", raising=False)
-    return os.environ  # type: ignore[return-value]
+    return settings
 
 
 def run(program: str, site: Path) -> subprocess.CompletedProcess:

@@ -18,8 +18,9 @@ import signal
 import subprocess
 import time
 from collections import defaultdict
-from types import SimpleNamespace
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import pytest
@@ -208,7 +209,7 @@ class CscProcess:
 
 
 @pytest.fixture
-def csc_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def csc_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CscProcess]:
     domain, offset = fresh_domain_and_offset()
     assert domain != 0
     cp = CscProcess(tmp_path, domain, offset)

@@ -18,7 +18,7 @@ import zmq
 
 from protocols.config import load_instance
 from protocols.envelope import decode
-from tests.conftest import fresh_domain_and_offset, run_sim
+from tests.conftest import fresh_domain_and_offset, run_sim, see_deployment
 from tests.kafka_harness import PlainKafkaReader
 from tests.plain_dds import PlainReader
 from tools.runner import Deployment, venv_bin
@@ -44,7 +44,9 @@ def play(dep: Deployment, tmp: Path, name: str, scen: dict) -> str:
 
 
 @pytest.mark.parametrize("bus", ["dds", "kafka"])
-def test_headers_only_when_enabled_overrides_and_fault(tmp_path: Path, bus: str, request: pytest.FixtureRequest) -> None:
+def test_headers_only_when_enabled_overrides_and_fault(
+    tmp_path: Path, bus: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     domain, offset = fresh_domain_and_offset()
     extra = request.getfixturevalue("local_kafka").env(f"cscp{domain}") if bus == "kafka" else {}
     dep = Deployment(tmp_path / "run", tmp_path / "annex", domain, offset, extra_env=extra, bus=bus)
@@ -52,7 +54,7 @@ def test_headers_only_when_enabled_overrides_and_fault(tmp_path: Path, bus: str,
     try:
         dep.start_instance("LATISS")
         dep.wait_running("LATISS", enable=False)  # the CSC starts in STANDBY
-        dep.apply_env()
+        see_deployment(monkeypatch, dep)
         cfg = load_instance("LATISS")
         sub = zmq.Context.instance().socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"ctl.skipped.")

@@ -9,15 +9,17 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 import zmq
 
 from procs.csc import StateJournal
 from protocols.config import load_instance
 from protocols.csc_state import State
-from tests.conftest import run_sim
+from tests.conftest import run_sim, see_deployment
 from tests.plain_dds import PlainReader
 from tests.test_faults import night_yaml
 from tools.runner import Deployment, venv_bin
@@ -42,9 +44,11 @@ def restarted(dep: Deployment, program: str, old_pid: int, timeout: float = 30.0
     raise AssertionError(f"{program} not restarted: {dep.status()}\n{dep.log(program.split(':')[1])}")
 
 
-def test_sigkill_of_the_csc_keeps_it_enabled_and_costs_no_header(deployment_factory, tmp_path: Path) -> None:
+def test_sigkill_of_the_csc_keeps_it_enabled_and_costs_no_header(
+    deployment_factory: Callable[..., Deployment], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dep = deployment_factory()  # ENABLED by hs-cmd, as an operator does
-    dep.apply_env()
+    see_deployment(monkeypatch, dep)
     cfg = load_instance("LATISS")
     states = PlainReader(dep.domain, "ATHeaderService", "logevent_summaryState")
     lfo = PlainReader(dep.domain, "ATHeaderService", "logevent_largeFileObjectAvailable")

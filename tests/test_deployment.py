@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from protocols.config import load_instance
-from tests.conftest import fresh_domain_and_offset, run_sim
+from tests.conftest import fresh_domain_and_offset, run_sim, see_deployment
 from tests.plain_dds import PlainReader
 from tests.test_faults import night_yaml
 from tools.runner import CONF, Deployment, venv_bin
@@ -62,7 +62,7 @@ def test_interrupted_demo_stops_supervisord_and_the_instance(signum: int, monkey
         gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=30)
         assert not alive, [p.cmdline() for p in alive]
         assert not (run_dir / "supervisord.pid").exists()
-        dep.apply_env()
+        see_deployment(monkeypatch, dep)
         base = load_instance("LATISS").port_base
         assert [p for p in range(base, base + 10) if not port_free(p)] == []
     finally:

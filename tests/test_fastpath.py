@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import fitsio
 import pytest
@@ -180,7 +181,7 @@ def test_parse_header_payload_rejects_bad_shapes(bad):
 
 
 @pytest.fixture
-def pub():
+def pub() -> Iterator[tuple[zmq.Socket, str]]:
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.PUB)
     sock.setsockopt(zmq.LINGER, 0)

@@ -21,7 +21,7 @@ import yaml
 
 from protocols.config import load_instance, load_keyword_map
 from protocols.fastpath import FastPathClient
-from tests.conftest import fresh_domain_and_offset, run_sim
+from tests.conftest import fresh_domain_and_offset, run_sim, see_deployment
 from tests.oracle import expected_value
 from tests.plain_dds import PlainReader
 from tools.demo import fitsverify
@@ -44,7 +44,7 @@ def night_yaml(n: int, cadence: float = 6.0, exptime: float = 1.0) -> dict[str, 
     return {"instrument": "LATISS", "exposures": exps}
 
 
-def start_latiss(base: Path, extra_env: dict[str, str] | None = None) -> Deployment:
+def start_latiss(base: Path, mp: pytest.MonkeyPatch, extra_env: dict[str, str] | None = None) -> Deployment:
     domain, offset = fresh_domain_and_offset()
     dep = Deployment(base / "run", base / "annex", domain, offset, extra_env or {})
     dep.start()
@@ -54,7 +54,7 @@ def start_latiss(base: Path, extra_env: dict[str, str] | None = None) -> Deploym
     except BaseException:
         dep.stop()  # a deployment that could not be made ready is not left running for the next test
         raise
-    dep.apply_env()
+    see_deployment(mp, dep)
     return dep
 
 
@@ -63,11 +63,11 @@ def index_entries(dep: Deployment) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_sigkill_every_process_during_a_100_exposure_night(tmp_path: Path) -> None:
+def test_sigkill_every_process_during_a_100_exposure_night(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "night.yaml"
     path.write_text(yaml.safe_dump(night_yaml(100, cadence=5.0)))
     images = [e.fields["imageName"] for e in plan_night(load_scenario(path)) if e.topic == "startIntegration"]
-    dep = start_latiss(tmp_path)
+    dep = start_latiss(tmp_path, monkeypatch)
     try:
         reader = PlainReader(dep.domain, "ATHeaderService", "logevent_largeFileObjectAvailable")
         time.sleep(1.0)
@@ -124,13 +124,13 @@ def test_sigkill_every_process_during_a_100_exposure_night(tmp_path: Path) -> No
         dep.stop()
 
 
-def test_late_end_of_image_telemetry_gives_incomplete_then_complete(tmp_path: Path) -> None:
+def test_late_end_of_image_telemetry_gives_incomplete_then_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scen = night_yaml(2, cadence=40.0, exptime=2.0)
     scen["exposures"][0]["end_telemetry_delay"] = 50.0  # beyond the deadline (start + timeout + 2 s)
     path = tmp_path / "night.yaml"
     path.write_text(yaml.safe_dump(scen))
     images = [e.fields["imageName"] for e in plan_night(load_scenario(path)) if e.topic == "startIntegration"]
-    dep = start_latiss(tmp_path, {"HS_END_DEADLINE": "2"})
+    dep = start_latiss(tmp_path, monkeypatch, {"HS_END_DEADLINE": "2"})
     try:
         cfg = load_instance("LATISS")
         fast = FastPathClient(cfg.endpoints.composer_pub, "LATISS", images[0])
@@ -167,13 +167,13 @@ def test_late_end_of_image_telemetry_gives_incomplete_then_complete(tmp_path: Pa
         dep.stop()
 
 
-def test_bus_outage_then_catchup_gives_the_no_outage_values(tmp_path: Path) -> None:
+def test_bus_outage_then_catchup_gives_the_no_outage_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "night.yaml"
     path.write_text(yaml.safe_dump(night_yaml(8, cadence=6.0, exptime=2.0)))
     scenario = load_scenario(path)
     emissions = plan_night(scenario)
     images = [e.fields["imageName"] for e in emissions if e.topic == "startIntegration"]
-    dep = start_latiss(tmp_path)
+    dep = start_latiss(tmp_path, monkeypatch)
     try:
         cfg = load_instance("LATISS")
         reader = PlainReader(dep.domain, "ATHeaderService", "logevent_largeFileObjectAvailable")
@@ -208,7 +208,6 @@ def test_bus_outage_then_catchup_gives_the_no_outage_values(tmp_path: Path) -> N
         assert out.returncode == 0, out.stdout + out.stderr
         after = {e["imageName"]: e for e in index_entries(dep) if e.get("announced")}
         kmap = load_keyword_map(cfg)
-        night = {"emissions": emissions}
         assert set(after) == set(images)
         for image in hit:
             if image in before:
@@ -219,7 +218,7 @@ def test_bus_outage_then_catchup_gives_the_no_outage_values(tmp_path: Path) -> N
                 if src.keyword in ("CCDTEMP", "CCD_MANU", "CCD_TYPE", "CCD_SERN", "LSST_NUM", "CCDSLOT", "RAFTBAY",
                                    "SEQCKSUM", "SEQNAME", "REBNAME", "CONTNUM", "OVERH", "OVERV", "PREH"):
                     continue
-                want = expected_value(night, src, image)
+                want = expected_value(emissions, src, image)
                 got = h[src.keyword]
                 if isinstance(want, float):
                     assert got is not None and abs(got - want) <= 1e-6 * max(1.0, abs(want)), (image, src.keyword, got, want)

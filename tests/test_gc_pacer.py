@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +17,7 @@ class Node:
 
 
 @pytest.fixture
-def restore_gc():  # noqa: ANN201
+def restore_gc() -> Iterator[None]:
     yield
     gc.unfreeze()
     gc.enable()

@@ -19,6 +19,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,12 @@ from header.keywords import reduce_keyword
 from procs import composer as composer_mod
 from procs.common import Counters
 from procs.composer import Composer, bounded_event_time, collection_points, exposure_timeout
-from protocols.config import load_instance, load_keyword_map, load_template
+from protocols.config import InstanceConfig, load_instance, load_keyword_map, load_template
 from protocols.envelope import decode, tai_now
-from tests.test_bad_input import INF, NAN, SND, _camera, _latest, _make_player, ask, _good
+from tests.live_latiss import ask, frames
+from tests.test_bad_input_deployment import INF, NAN, SND, _camera, _latest, _make_player
 from tools.catchup import not_composed
+from tools.runner import Deployment
 
 T0 = 1.7965e9
 NAME = "AT_O_20261124_000001"
@@ -235,11 +239,22 @@ def plan(emissions: list[Any]) -> list[Any]:
     return sorted(out, key=lambda e: e.tai)
 
 
+@dataclass
+class HostileNight:
+    """The deployment after the hostile night, with what was announced, reported and listed."""
+
+    dep: Deployment
+    cfg: InstanceConfig
+    announced: dict[str, dict[str, Any]]  # imageName -> its largeFileObjectAvailable
+    reports: list[dict[str, Any]]  # ctl.skipped.* payloads
+    listing: str  # hs-catchup list, stdout and stderr
+    composer_pid: int
+
+
 @pytest.fixture(scope="module")
-def night(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def night(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileNight]:
     from tests.conftest import fresh_domain_and_offset
     from tests.plain_dds import PlainReader
-    from tools.runner import Deployment
     from tools.sim.night import Night
     from tools.sim.scenario import scenario_from_dict
 
@@ -274,26 +289,26 @@ def night(tmp_path_factory: pytest.TempPathFactory) -> Any:
                 reports.append(decode(skipped.recv_multipart()).payload)
         listing = subprocess.run([str(Path(sys.executable).parent / "hs-catchup"), "--instance", "LATISS", "list"],
                                  env={**os.environ, **dep.env}, capture_output=True, text=True, timeout=60)
-        yield {"dep": dep, "cfg": cfg, "announced": {s["id"]: s for s in reader.poll()}, "reports": reports,
-               "listing": listing.stdout + listing.stderr, "composer_pid": composer_pid}
+        yield HostileNight(dep, cfg, {s["id"]: s for s in reader.poll()}, reports, listing.stdout + listing.stderr,
+                           composer_pid)
     finally:
         dep.stop()
         mp.undo()
 
 
-def header_of(night: Any, image: str) -> Any:
-    ann = night["announced"][image]
-    path = night["dep"].annex / ann["url"].split("/", 3)[3]
+def header_of(night: HostileNight, image: str) -> Any:
+    ann = night.announced[image]
+    path = night.dep.annex / ann["url"].split("/", 3)[3]
     return fitsio.read_header(str(path)), json.loads(path.with_suffix(".prov.json").read_text()), path
 
 
-def test_no_crash_and_every_real_exposure_announced(night: Any) -> None:
-    assert {BIAS, OBJ_INF, OBJ_NAN_ROT, LATER, FUTURE} <= set(night["announced"])
-    assert night["dep"].pid("latiss:latiss-composer") == night["composer_pid"], "the composer was restarted"
-    assert "Traceback" not in night["dep"].log("latiss-composer")
+def test_no_crash_and_every_real_exposure_announced(night: HostileNight) -> None:
+    assert {BIAS, OBJ_INF, OBJ_NAN_ROT, LATER, FUTURE} <= set(night.announced)
+    assert night.dep.pid("latiss:latiss-composer") == night.composer_pid, "the composer was restarted"
+    assert "Traceback" not in night.dep.log("latiss-composer")
 
 
-def test_nan_and_inf_make_keywords_undefined(night: Any) -> None:
+def test_nan_and_inf_make_keywords_undefined(night: HostileNight) -> None:
     h, prov, _ = header_of(night, OBJ_INF)
     assert h["HDRSTAT"] == "COMPLETE" and h["EXPTIME"] is None
     assert prov["keywords"]["EXPTIME"]["undefined"] == "value is infinite"
@@ -301,33 +316,33 @@ def test_nan_and_inf_make_keywords_undefined(night: Any) -> None:
     assert prov["keywords"]["ROTPA"]["undefined"].startswith("time series has no usable time origin")
 
 
-def test_future_stamp_does_not_poison_the_deadline_clock(night: Any) -> None:
+def test_future_stamp_does_not_poison_the_deadline_clock(night: HostileNight) -> None:
     h, _, _ = header_of(night, LATER)
     assert h["HDRSTAT"] == "COMPLETE", h.get("HDRNOTE")
     h, _, _ = header_of(night, FUTURE)
     assert h["HDRSTAT"] == "INCOMPLETE" and "after its reception" in h["HDRNOTE"]
-    journal = json.loads((Path(night["cfg"].state_dir) / "LATISS" / "composer.json").read_text())
+    journal = json.loads((Path(night.cfg.state_dir) / "LATISS" / "composer.json").read_text())
     assert journal["bus_time"] < tai_now() + 120.0
-    status = ask(night["cfg"].endpoints.composer_router, _good("ctl.request.status", {"op": "status"}))
+    status = ask(night.cfg.endpoints.composer_router, frames("ctl.request.status", {"op": "status"}))
     assert status["counts"]["event_times_not_believed"] >= 1
-    assert f"startIntegration of {FUTURE}: private_sndStamp 3000000000.000" in night["dep"].log("latiss-composer")
+    assert f"startIntegration of {FUTURE}: private_sndStamp 3000000000.000" in night.dep.log("latiss-composer")
 
 
-def test_never_started_and_second_exposure_are_reported_not_written(night: Any) -> None:
-    assert NEVER_STARTED not in night["announced"]
-    reasons = {(r["imageName"], bool(r.get("duplicate"))): r["reason"] for r in night["reports"]}
+def test_never_started_and_second_exposure_are_reported_not_written(night: HostileNight) -> None:
+    assert NEVER_STARTED not in night.announced
+    reasons = {(r["imageName"], bool(r.get("duplicate"))): r["reason"] for r in night.reports}
     assert reasons[(NEVER_STARTED, False)].startswith("endOfImageTelemetry for an image never started")
     assert reasons[(BIAS, True)].startswith("imageName used again by a second exposure")
-    versions = [s for s in night["announced"].values() if s["id"] == BIAS]
+    versions = [s for s in night.announced.values() if s["id"] == BIAS]
     assert len(versions) == 1 and versions[0]["version"] == 1.0
-    listing = night["listing"]
+    listing = night.listing
     assert re.search(rf"{NEVER_STARTED}\s.*NOT ANNOUNCED: set aside: endOfImageTelemetry for an image never started", listing)
     assert re.search(rf"{BIAS}\s.*NOT ANNOUNCED: second exposure under this name", listing)
     assert re.search(rf"{BIAS}\s.*announced v1 \(complete\)", listing)
 
 
 @pytest.mark.skipif(shutil.which("fitsverify") is None, reason="fitsverify not installed")
-def test_every_header_is_fitsverify_error_free(night: Any, tmp_path: Path) -> None:
+def test_every_header_is_fitsverify_error_free(night: HostileNight, tmp_path: Path) -> None:
     for image in (BIAS, OBJ_INF, OBJ_NAN_ROT, LATER, FUTURE):
         h, _, path = header_of(night, image)
         errors, out = fitsverify(path.read_bytes(), tmp_path)

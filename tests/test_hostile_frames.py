@@ -17,7 +17,7 @@ from protocols.config import load_instance
 from protocols.envelope import MAX_JSON_DEPTH, EnvelopeError, Sender, decode
 from tests.conftest import run_sim
 from tests.plain_dds import PlainReader
-from tests.test_bad_input import ask, push
+from tests.live_latiss import ask, push
 
 SENDER = Sender("tester.LATISS@hostile-frames:0:0")
 DEEP = b"[" * 200_000  # RecursionError in json.loads before the cap

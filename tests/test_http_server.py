@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ SLOW_CLIENTS = 50
 
 
 @pytest.fixture
-def server(tmp_path: Path):  # noqa: ANN201
+def server(tmp_path: Path) -> Iterator[AnnexHTTPServer]:
     (tmp_path / "LATISS" / "20261124").mkdir(parents=True)
     (tmp_path / "LATISS" / "20261124" / "AT_O_20261124_000001.fits").write_bytes(b"SIMPLE  =" + b" " * 71)
     srv = serve_annex(tmp_path, 0, timeout=TIMEOUT_S)

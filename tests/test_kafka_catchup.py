@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Callable
 
 import fitsio
+import pytest
 import yaml
 from astropy.time import Time
 
 from protocols.config import load_instance, load_keyword_map
+from tests.conftest import see_deployment
 from tests.kafka_harness import PlainKafkaReader
 from tests.test_faults import night_yaml
 from tests.test_kafka_pipeline import hs_sim, images_of
@@ -24,7 +26,9 @@ def catchup(dep: Deployment, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=180)  # fmt: skip
 
 
-def test_refill_from_kafka_after_the_cache_lost_its_history(deployment_factory: Callable[..., Deployment], tmp_path: Path) -> None:
+def test_refill_from_kafka_after_the_cache_lost_its_history(
+    deployment_factory: Callable[..., Deployment], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dep = deployment_factory(("LATISS",), bus="kafka")
     path = tmp_path / "night.yaml"
     path.write_text(yaml.safe_dump(night_yaml(2, cadence=8.0, exptime=1.0)))
@@ -34,7 +38,7 @@ def test_refill_from_kafka_after_the_cache_lost_its_history(deployment_factory: 
     first = reader.wait(lambda g: {a["id"] for a in g} >= set(images), timeout=60)
     assert {a["id"] for a in first} >= set(images), out
 
-    dep.apply_env()
+    see_deployment(monkeypatch, dep)
     cfg = load_instance("LATISS")
     kmap = load_keyword_map(cfg)
     before = {}

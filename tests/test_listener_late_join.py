@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.plain_dds import PlainReader
@@ -16,11 +17,11 @@ from tools.sim.night import plan_night
 from tools.sim.scenario import load_scenario
 
 
-def test_exposures_taken_while_the_listener_is_down_are_announced(tmp_path: Path) -> None:
+def test_exposures_taken_while_the_listener_is_down_are_announced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "night.yaml"
     path.write_text(yaml.safe_dump(night_yaml(4, cadence=5.0)))
     images = [e.fields["imageName"] for e in plan_night(load_scenario(path)) if e.topic == "startIntegration"]
-    dep = start_latiss(tmp_path)
+    dep = start_latiss(tmp_path, monkeypatch)
     try:
         reader = PlainReader(dep.domain, "ATHeaderService", "logevent_largeFileObjectAvailable")
         dep.supervisorctl("stop", "latiss:latiss-listener")

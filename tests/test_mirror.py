@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -111,7 +112,7 @@ class FakeSummit:
 
 
 @pytest.fixture
-def summit(tmp_path: Path):
+def summit(tmp_path: Path) -> Iterator[FakeSummit]:
     s = FakeSummit(tmp_path / "summit")
     yield s
     s.close()
@@ -400,9 +401,9 @@ def hs_get(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "hs-get"), *args], capture_output=True, text=True, timeout=30, cwd=cwd)
 
 
-def test_base_catches_up_after_link_outage(tmp_path: Path) -> None:
+def test_base_catches_up_after_link_outage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from protocols.config import load_instance
-    from tests.conftest import fresh_domain_and_offset
+    from tests.conftest import fresh_domain_and_offset, see_deployment
     from tools.runner import Deployment
     from tools.sim.scenario import load_scenario
 
@@ -421,7 +422,7 @@ def test_base_catches_up_after_link_outage(tmp_path: Path) -> None:
     try:
         dep.start_instance("LATISS")
         dep.wait_running("LATISS")
-        dep.apply_env()
+        see_deployment(monkeypatch, dep)
         summit_url = f"http://127.0.0.1:{load_instance('LATISS').endpoints.http_port}"
 
         mirror = start_mirror(dep, base, summit_url, mirror_log)

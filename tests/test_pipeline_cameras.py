@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fitsio
@@ -12,14 +15,14 @@ import pytest
 import yaml
 
 from header.geometry import parse_section
-from protocols.config import load_instance, load_keyword_map, load_template
+from protocols.config import InstanceConfig, load_instance, load_keyword_map, load_template
 from protocols.fastpath import SensorHeaderClient, SensorHeaderError
-from tests.conftest import fresh_domain_and_offset, run_sim
+from tests.conftest import fresh_domain_and_offset, run_sim, see_deployment
 from tests.oracle import expected_value
 from tests.plain_dds import PlainReader
 from tools.demo import fitsverify
 from tools.runner import Deployment
-from tools.sim.night import plan_night
+from tools.sim.night import Emission, plan_night
 from tools.sim.scenario import load_scenario
 
 CSC = {"ComCam": "CCHeaderService", "LSSTCam": "MTHeaderService"}
@@ -36,8 +39,20 @@ def scenario(instrument: str) -> dict[str, Any]:
     }
 
 
+@dataclass
+class PlayedNight:
+    """A deployment after the night was played: what was planned, what the bus carried, what was announced."""
+
+    dep: Deployment
+    cfg: InstanceConfig
+    images: list[str]
+    emissions: list[Emission]
+    announced: dict[str, dict[str, Any]]  # imageName -> its largeFileObjectAvailable
+    annex: Path
+    instrument: str
+
 @pytest.fixture(scope="module", params=["ComCam", "LSSTCam"])
-def night(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def night(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlayedNight]:
     instrument = request.param
     base = tmp_path_factory.mktemp(instrument)
     path = base / "night.yaml"
@@ -46,38 +61,39 @@ def night(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     images = [e.fields["imageName"] for e in emissions if e.topic == "startIntegration"]
     domain, offset = fresh_domain_and_offset()
     dep = Deployment(base / "run", base / "annex", domain, offset)
+    mp = pytest.MonkeyPatch()
     dep.start()
     try:
         dep.start_instance(instrument)
         dep.wait_running(instrument)
-        dep.apply_env()
+        see_deployment(mp, dep)
         cfg = load_instance(instrument)
         reader = PlainReader(domain, CSC[instrument], "logevent_largeFileObjectAvailable")
         time.sleep(1.0)
         sim = run_sim(dep, path, speed=20)
         assert sim.returncode == 0, sim.stderr
         got = reader.wait(lambda g: {s["id"] for s in g} >= set(images), timeout=120)
-        yield {"instrument": instrument, "dep": dep, "cfg": cfg, "images": images, "emissions": emissions,
-               "announced": {s["id"]: s for s in got}, "annex": base / "annex"}
+        yield PlayedNight(dep, cfg, images, emissions, {s["id"]: s for s in got}, base / "annex", instrument)
     finally:
         dep.stop()
+        mp.undo()
 
 
-def path_of(night: dict[str, Any], image: str) -> str:
-    return str(night["annex"] / night["announced"][image]["url"].split("/", 3)[3])
+def path_of(night: PlayedNight, image: str) -> str:
+    return str(night.annex / night.announced[image]["url"].split("/", 3)[3])
 
 
-def test_all_announced_and_fitsverify_clean(night: dict[str, Any]) -> None:
-    assert set(night["announced"]) == set(night["images"])
-    for image in night["images"]:
+def test_all_announced_and_fitsverify_clean(night: PlayedNight) -> None:
+    assert set(night.announced) == set(night.images)
+    for image in night.images:
         errors, warnings, out = fitsverify(path_of(night, image))
         assert (errors, warnings) == (0, 0), out[-3000:]
 
 
-def test_hdu_layout(night: dict[str, Any]) -> None:
-    with fitsio.FITS(path_of(night, night["images"][0])) as f:
+def test_hdu_layout(night: PlayedNight) -> None:
+    with fitsio.FITS(path_of(night, night.images[0])) as f:
         names = [f[i].read_header().get("EXTNAME", "PRIMARY").strip() for i in range(len(f))]
-    if night["instrument"] == "ComCam":
+    if night.instrument == "ComCam":
         assert len(names) == 154
         for k, slot in enumerate(["S00", "S01", "S02", "S10", "S11", "S12", "S20", "S21", "S22"]):
             block = names[1 + 17 * k : 18 + 17 * k]
@@ -91,17 +107,17 @@ def test_hdu_layout(night: dict[str, Any]) -> None:
         assert sum(n.split("_")[1].startswith("SW") for n in sensors) == 8
 
 
-def test_every_keyword_of_the_map(night: dict[str, Any]) -> None:
-    cfg = night["cfg"]
+def test_every_keyword_of_the_map(night: PlayedNight) -> None:
+    cfg = night.cfg
     kmap = load_keyword_map(cfg)
     sensor_keys = {t.key for t in load_template(cfg, "sensor")}
-    image = night["images"][0]
+    image = night.images[0]
     primary = fitsio.read_header(path_of(night, image), 0)
     sensor = fitsio.read_header(path_of(night, image), 1)
     for src in kmap.keywords:
         hdr = sensor if src.keyword in sensor_keys else primary
         assert src.keyword in hdr, f"{src.keyword} missing"
-        want = expected_value(night, src, image, sensor_index=0)
+        want = expected_value(night.emissions, src, image, sensor_index=0)
         got = hdr[src.keyword]
         assert want is not None, f"simulator published nothing for {src.keyword}"
         if isinstance(want, float):
@@ -112,7 +128,7 @@ def test_every_keyword_of_the_map(night: dict[str, Any]) -> None:
             assert str(got).rstrip() == str(want).rstrip(), (src.keyword, got, want)
 
 
-def _sensor_headers(night: dict[str, Any], image: str) -> dict[str, fitsio.FITSHDR]:
+def _sensor_headers(night: PlayedNight, image: str) -> dict[str, fitsio.FITSHDR]:
     out = {}
     with fitsio.FITS(path_of(night, image)) as f:
         for i in range(1, len(f)):
@@ -122,12 +138,12 @@ def _sensor_headers(night: dict[str, Any], image: str) -> dict[str, fitsio.FITSH
     return out
 
 
-def test_itl_and_e2v_geometry(night: dict[str, Any]) -> None:
-    image = night["images"][0]
+def test_itl_and_e2v_geometry(night: PlayedNight) -> None:
+    image = night.images[0]
     sensors = _sensor_headers(night, image)
     vendors = {h["CCD_MANU"].strip() for h in sensors.values()}
     assert "ITL" in vendors
-    if night["instrument"] == "LSSTCam":
+    if night.instrument == "LSSTCam":
         assert "E2V" in vendors
     for name, h in sensors.items():
         if h["CCD_MANU"].strip() == "ITL" and "SW" not in name:
@@ -138,16 +154,16 @@ def test_itl_and_e2v_geometry(night: dict[str, Any]) -> None:
             assert (h["PREH"], h["OVERH"], h["OVERV"]) == (10, 54, 46)
         # the default WCS is centred on the commanded pointing
         assert math.isclose(h["CRVAL1"], 40.0, abs_tol=1e-9) and math.isclose(h["CRVAL2"], -35.0, abs_tol=1e-9)
-    if night["instrument"] == "ComCam":
+    if night.instrument == "ComCam":
         seg = fitsio.read_header(path_of(night, image), 2)
         assert seg["EXTNAME"].strip() == "Segment10" and seg["DATASEC"] == "[4:512,1:2000]"
         # as in the camera's raws (issue 16): lower row, flipped in x only
         assert (seg["DETSEC"], seg["DTV1"], seg["DTV2"], seg["DTM1_1"], seg["DTM2_2"]) == ("[509:1,1:2000]", 513, 0, -1.0, 1.0)
 
 
-def test_per_sensor_header_on_request(night: dict[str, Any]) -> None:
-    image = night["images"][-1]
-    cfg = night["cfg"]
+def test_per_sensor_header_on_request(night: PlayedNight) -> None:
+    image = night.images[-1]
+    cfg = night.cfg
     client = SensorHeaderClient(cfg.endpoints.composer_router)
     sensors = _sensor_headers(night, image)
     e2v = next((n for n, h in sensors.items() if h["CCD_MANU"].strip() == "E2V"), None)

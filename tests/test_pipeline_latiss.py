@@ -10,6 +10,8 @@ import math
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +21,14 @@ import pytest
 import yaml
 
 from header.astro import tai_iso
-from protocols.config import load_instance, load_keyword_map
-from tests.conftest import run_sim
+from protocols.config import InstanceConfig, load_instance, load_keyword_map
+from tests.conftest import run_sim, see_deployment
 from tests.kafka_harness import PlainKafkaReader
 from tests.oracle import expected_value
 from tests.plain_dds import PlainReader
 from tools.demo import fitsverify
-from tools.sim.night import plan_night
+from tools.runner import Deployment
+from tools.sim.night import Emission, plan_night
 from tools.sim.scenario import load_scenario
 
 SCENARIO = {
@@ -44,10 +47,21 @@ SCENARIO = {
 }
 
 
+@dataclass
+class PlayedNight:
+    """A deployment after the night was played: what was planned, what the bus carried, what was announced."""
+
+    dep: Deployment
+    cfg: InstanceConfig
+    images: list[str]
+    emissions: list[Emission]
+    announced: dict[str, dict[str, Any]]  # imageName -> its largeFileObjectAvailable
+    annex: Path
+
+
 @pytest.fixture(scope="module", params=["dds", "kafka"])
-def night(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Any]:
+def night(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[PlayedNight]:
     from tests.conftest import fresh_domain_and_offset
-    from tools.runner import Deployment
 
     base = tmp_path_factory.mktemp("latiss")
     scen_path = base / "night.yaml"
@@ -59,11 +73,12 @@ def night(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     bus = request.param
     extra = request.getfixturevalue("local_kafka").env(f"latiss{domain}") if bus == "kafka" else {}
     dep = Deployment(base / "run", base / "annex", domain, offset, extra_env=extra, bus=bus)
+    mp = pytest.MonkeyPatch()
     dep.start()
     try:
         dep.start_instance("LATISS")
         dep.wait_running("LATISS")
-        dep.apply_env()
+        see_deployment(mp, dep)
         cfg = load_instance("LATISS")
         if bus == "kafka":
             reader: Any = PlainKafkaReader(dep.env, "ATHeaderService", "logevent_largeFileObjectAvailable")
@@ -73,21 +88,15 @@ def night(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
         sim = run_sim(dep, scen_path, speed=20)
         assert sim.returncode == 0, sim.stderr
         announced = reader.wait(lambda got: {s["id"] for s in got} >= set(images), timeout=90)
-        yield {
-            "dep": dep,
-            "cfg": cfg,
-            "images": images,
-            "emissions": emissions,
-            "announced": {s["id"]: s for s in announced},
-            "annex": base / "annex",
-        }
+        yield PlayedNight(dep, cfg, images, emissions, {s["id"]: s for s in announced}, base / "annex")
     finally:
         dep.stop()
+        mp.undo()
 
 
-def header_of(night: dict[str, Any], image: str, hdu: int = 0) -> fitsio.FITSHDR:
-    ann = night["announced"][image]
-    path = night["annex"] / ann["url"].split("/", 3)[3]
+def header_of(night: PlayedNight, image: str, hdu: int = 0) -> fitsio.FITSHDR:
+    ann = night.announced[image]
+    path = night.annex / ann["url"].split("/", 3)[3]
     return fitsio.read_header(str(path), hdu)
 
 
@@ -95,9 +104,9 @@ SENSOR_KEYWORDS = {"CCDSLOT", "RAFTBAY", "CCD_MANU", "CCD_TYPE", "CCD_SERN", "LS
                    "REBNAME", "CONTNUM", "CCDTEMP", "OVERH", "OVERV", "PREH"}
 
 
-def test_every_exposure_announced_with_downloadable_md5(night: dict[str, Any]) -> None:
-    assert set(night["announced"]) == set(night["images"])
-    for image, ann in night["announced"].items():
+def test_every_exposure_announced_with_downloadable_md5(night: PlayedNight) -> None:
+    assert set(night.announced) == set(night.images)
+    for image, ann in night.announced.items():
         data = urllib.request.urlopen(ann["url"], timeout=10).read()
         assert hashlib.md5(data).hexdigest() == ann["checkSum"]
         assert ann["byteSize"] == len(data)
@@ -114,15 +123,15 @@ def test_every_exposure_announced_with_downloadable_md5(night: dict[str, Any]) -
     assert err.value.code == 404
 
 
-def test_every_keyword_has_the_simulated_value_and_type(night: dict[str, Any]) -> None:
-    kmap = load_keyword_map(night["cfg"])
-    image = night["images"][0]
+def test_every_keyword_has_the_simulated_value_and_type(night: PlayedNight) -> None:
+    kmap = load_keyword_map(night.cfg)
+    image = night.images[0]
     primary, sensor = header_of(night, image, 0), header_of(night, image, 1)
     checked = 0
     for src in kmap.keywords:
         hdr = sensor if src.keyword in SENSOR_KEYWORDS else primary
         assert src.keyword in hdr, f"{src.keyword} missing"
-        want = expected_value(night, src, image)
+        want = expected_value(night.emissions, src, image)
         got = hdr[src.keyword]
         assert want is not None, f"simulator published nothing for {src.keyword}"
         if isinstance(want, float) and not isinstance(want, bool):
@@ -138,8 +147,8 @@ def test_every_keyword_has_the_simulated_value_and_type(night: dict[str, Any]) -
     assert checked == len(kmap.keywords) >= 80
 
 
-def test_computed_times_and_status(night: dict[str, Any]) -> None:
-    image = night["images"][0]
+def test_computed_times_and_status(night: PlayedNight) -> None:
+    image = night.images[0]
     h = header_of(night, image)
     assert h["TIMESYS"] == "TAI"
     assert h["DATE-OBS"] == "2026-11-25T03:04:06.457"
@@ -152,31 +161,31 @@ def test_computed_times_and_status(night: dict[str, Any]) -> None:
     assert 1.0 <= h["AIRMASS"] < 3.0
 
 
-def test_omitted_topic_is_undefined_not_stale(night: dict[str, Any]) -> None:
-    image = night["images"][1]
+def test_omitted_topic_is_undefined_not_stale(night: PlayedNight) -> None:
+    image = night.images[1]
     h = header_of(night, image)
     for kw in ("HASTART", "AMSTART", "HAEND", "AMEND"):
         assert kw in h
         assert h[kw] is None, f"{kw} should be undefined, got {h[kw]!r}"
-    prov_path = night["annex"] / night["announced"][image]["url"].split("/", 3)[3].replace(".fits", ".prov.json")
+    prov_path = night.annex / night.announced[image]["url"].split("/", 3)[3].replace(".fits", ".prov.json")
     prov = json.loads(prov_path.read_text())
     assert "stale" in prov["keywords"]["HASTART"]["undefined"] or "no ATPtg" in prov["keywords"]["HASTART"]["undefined"]
     # the exposures around it still have the values
-    assert header_of(night, night["images"][0])["HASTART"] is not None
-    assert header_of(night, night["images"][2])["HASTART"] is not None
+    assert header_of(night, night.images[0])["HASTART"] is not None
+    assert header_of(night, night.images[2])["HASTART"] is not None
 
 
-def test_start_and_end_collection_points_differ(night: dict[str, Any]) -> None:
-    kmap = load_keyword_map(night["cfg"]).by_keyword()
-    image = night["images"][0]
+def test_start_and_end_collection_points_differ(night: PlayedNight) -> None:
+    kmap = load_keyword_map(night.cfg).by_keyword()
+    image = night.images[0]
     h = header_of(night, image)
     assert h["ELSTART"] != h["ELEND"] and h["AZSTART"] != h["AZEND"]
-    assert math.isclose(h["ELEND"], expected_value(night, kmap["ELEND"], image), rel_tol=1e-9)
-    assert math.isclose(h["ELSTART"], expected_value(night, kmap["ELSTART"], image), rel_tol=1e-9)
+    assert math.isclose(h["ELEND"], expected_value(night.emissions, kmap["ELEND"], image), rel_tol=1e-9)
+    assert math.isclose(h["ELSTART"], expected_value(night.emissions, kmap["ELSTART"], image), rel_tol=1e-9)
 
 
-def test_overlapping_exposures_get_their_own_headers(night: dict[str, Any]) -> None:
-    a, b = night["images"][2], night["images"][3]
+def test_overlapping_exposures_get_their_own_headers(night: PlayedNight) -> None:
+    a, b = night.images[2], night.images[3]
     ha, hb = header_of(night, a), header_of(night, b)
     assert ha["OBSID"] == a and hb["OBSID"] == b
     assert ha["DATE-OBS"] == "2026-11-25T03:04:50.000" and hb["DATE-OBS"] == "2026-11-25T03:04:55.000"
@@ -184,9 +193,9 @@ def test_overlapping_exposures_get_their_own_headers(night: dict[str, Any]) -> N
     assert ha["HDRSTAT"] == hb["HDRSTAT"] == "COMPLETE"
 
 
-def test_hdu_layout_and_segment_geometry(night: dict[str, Any]) -> None:
-    ann = night["announced"][night["images"][0]]
-    path = night["annex"] / ann["url"].split("/", 3)[3]
+def test_hdu_layout_and_segment_geometry(night: PlayedNight) -> None:
+    ann = night.announced[night.images[0]]
+    path = night.annex / ann["url"].split("/", 3)[3]
     with fitsio.FITS(str(path)) as f:
         assert len(f) == 18  # primary, sensor, 16 segments
         names = [f[i].read_header()["EXTNAME"].strip() for i in range(1, 18)]
@@ -197,10 +206,10 @@ def test_hdu_layout_and_segment_geometry(night: dict[str, Any]) -> None:
     assert seg["DETSIZE"] == "[1:4072,1:4000]"
 
 
-def test_files_are_fitsverify_clean(night: dict[str, Any]) -> None:
-    for i, image in enumerate(night["images"]):
-        ann = night["announced"][image]
-        path = night["annex"] / ann["url"].split("/", 3)[3]
+def test_files_are_fitsverify_clean(night: PlayedNight) -> None:
+    for i, image in enumerate(night.images):
+        ann = night.announced[image]
+        path = night.annex / ann["url"].split("/", 3)[3]
         errors, warnings, out = fitsverify(path)
         assert errors == 0, out
         if i != 1:  # exposure 1 has undefined values by design: fitsverify warns about null values

@@ -19,7 +19,6 @@ from tools.sim.scenario import (
     tai_iso,
 )
 
-DDS_DOMAIN = 91  # this test file's own domain; never the default 0
 
 CAMERA_SEQUENCE = [
     "startIntegration",
@@ -321,7 +320,7 @@ def test_cli_list_images_and_bad_scenario(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 # Real DDS
 # ---------------------------------------------------------------------------------------------
-def test_play_one_exposure_on_dds():
+def test_play_one_exposure_on_dds(domain_id: int) -> None:
     ensure_loopback_dds()
     from cyclonedds.domain import DomainParticipant
     from cyclonedds.sub import DataReader
@@ -339,12 +338,12 @@ def test_play_one_exposure_on_dds():
         }
     )
     night = Night(sc)
-    dp = DomainParticipant(DDS_DOMAIN)
+    dp = DomainParticipant(domain_id)
     st = get_topic("ATCamera", "startIntegration")
     qos = qos_for(st.kind)
     reader = DataReader(dp, Topic(dp, st.dds_name, idl_class("ATCamera", "startIntegration"), qos=qos), qos=qos)
 
-    player = Player(DDS_DOMAIN)
+    player = Player(domain_id)
     try:
         player.prepare_topics(night.topics())
         assert player.wait_for_readers(5.0) >= 1

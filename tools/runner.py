@@ -93,10 +93,15 @@ class Deployment:
         env.update(self.extra_env)
         return env
 
+    def settings_env(self) -> dict[str, str]:
+        """The variables through which a process sees this deployment's settings (load_instance, DDS)."""
+        env = self.env
+        keys = ("HS_ANNEX", "HS_DDS_DOMAIN", "HS_PORT_OFFSET", "HS_STATE_DIR", "CYCLONEDDS_URI", "HS_BUS", *self.extra_env)
+        return {k: env[k] for k in keys}
+
     def apply_env(self) -> None:
         """Make this process see the deployment's settings (for load_instance and DDS)."""
-        for k in ("HS_ANNEX", "HS_DDS_DOMAIN", "HS_PORT_OFFSET", "HS_STATE_DIR", "CYCLONEDDS_URI", "HS_BUS", *self.extra_env):
-            os.environ[k] = self.env[k]
+        os.environ.update(self.settings_env())
 
     def supervisorctl(self, *args: str, check: bool = True) -> str:
         out = subprocess.run(
@@ -155,16 +160,23 @@ class Deployment:
         has joined its group, and a command written before that would not be read (as with ts_salobj)."""
         if self.bus == "kafka":
             self.wait_csc_up(instrument, timeout)
-        for cmd in ("start", "enable"):
-            out = subprocess.run(
-                [venv_bin("hs-cmd"), "--instance", instrument, "--domain", str(self.domain), "--timeout", str(timeout), cmd],
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=timeout + 30,
-            )
+        for cmd, before in (("start", "STANDBY"), ("enable", "DISABLED")):
+            out = self._hs_cmd(instrument, cmd, timeout)
+            if out.returncode != 0 and "CMD_NOACK" in out.stdout and f"summaryState: {before}" in self._hs_cmd(instrument, "state", 5.0).stdout:
+                # a command written before the CSC had discovered hs-cmd's new participant is lost
+                # (commands are volatile); the CSC never saw it, so it is sent again, as an operator would
+                out = self._hs_cmd(instrument, cmd, timeout)
             if out.returncode != 0:
                 raise RuntimeError(f"hs-cmd {cmd} failed: {out.stdout}{out.stderr}")
+
+    def _hs_cmd(self, instrument: str, cmd: str, timeout: float) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [venv_bin("hs-cmd"), "--instance", instrument, "--domain", str(self.domain), "--timeout", f"{timeout:g}", cmd],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout + 30,
+        )
 
     def wait_csc_up(self, instrument: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
