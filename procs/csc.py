@@ -49,6 +49,7 @@ import yaml
 import zmq
 
 from header.cards import CardError, format_card, is_printable_ascii
+from header.memo import BoundedMemo
 from procs.common import Counters, Stop, run_process
 from procs.journal import read_json, write_json_atomic
 from protocols import kafka_wire, sal
@@ -380,6 +381,9 @@ class Csc:
         self.name = cfg.csc
         self.state = State.STANDBY
         self.counts = Counters()
+        #: Final answers by (identity, origin, private_seqNum, command): a command written again by a
+        #: commander that saw no ackcmd (the first one lost in discovery) is answered, not run twice.
+        self.answered: BoundedMemo[tuple[AckCode, str]] = BoundedMemo(256)
         self.origin = os.getpid()
         self.overrides_dir = overrides_dir if overrides_dir is not None else cfg.folder / "overrides"
         self.store = OverrideStore(Path(cfg.state_dir) / cfg.instrument / OVERRIDES_FILE)
@@ -557,6 +561,8 @@ class Csc:
 
     # -- commands --------------------------------------------------------------------------------
     def ack(self, cmd: str, sample: Any, code: AckCode, result: str = "", timeout: float = 0.0) -> None:
+        if code not in (AckCode.CMD_ACK, AckCode.CMD_INPROGRESS):
+            self.answered.put((sample.private_identity, sample.private_origin, sample.private_seqNum, cmd), (code, result))
         self._write(
             "ackcmd",
             private_seqNum=sample.private_seqNum,
@@ -570,6 +576,11 @@ class Csc:
         )
 
     def handle_command(self, cmd: str, sample: Any) -> None:
+        key = (sample.private_identity, sample.private_origin, sample.private_seqNum, cmd)
+        if key in self.answered:
+            self.counts["cmd_repeated"] += 1
+            self.ack(cmd, sample, *self.answered[key])
+            return
         self.counts[f"cmd_{cmd}"] += 1
         if self.state not in ALLOWED[cmd]:
             allowed = ", ".join(s.name for s in sorted(ALLOWED[cmd], key=int))

@@ -146,13 +146,16 @@ class SalClient:
             time.sleep(0.02)
         return writer, cls
 
-    def command(self, cmd: str, timeout: float = 10.0, **fields: Any) -> list[dict[str, Any]]:
-        """Send a command; the acks answering it, up to and including the final one."""
+    def command(self, cmd: str, timeout: float = 10.0, seq: int | None = None, **fields: Any) -> list[dict[str, Any]]:
+        """Send a command (with ``seq``: that private_seqNum); the acks answering this write of it,
+        up to and including the final one."""
         writer, cls = self._writer(cmd, timeout)
         if not getattr(self, "_settled", False):
             time.sleep(0.3)  # the CSC's ackcmd writer must have discovered our reader too
             self._settled = True
-        seq = next(self.seq)
+        seq = next(self.seq) if seq is None else seq
+        self.poll()
+        before = len(self.acks)
         defaults = {n: "" for n, ty in cls.__annotations__.items() if ty is str}
         defaults.update({n: 0 for n, ty in cls.__annotations__.items() if ty is not str})
         defaults.update(salIndex=0, private_sndStamp=time.time() + 37.0, private_seqNum=seq,
@@ -161,7 +164,7 @@ class SalClient:
         deadline = time.monotonic() + timeout
         while True:
             self.poll()
-            mine = [a for a in self.acks if a["private_seqNum"] == seq and a["identity"] == self.identity]
+            mine = [a for a in self.acks[before:] if a["private_seqNum"] == seq and a["identity"] == self.identity]
             if mine and mine[-1]["ack"] not in (300, INPROGRESS, 302):
                 return mine
             assert time.monotonic() < deadline, f"no final ack for {cmd}: {mine}"
@@ -298,8 +301,10 @@ def test_start_with_a_configuration_override_file(csc_env, tmp_path):
     try:
         assert csc.available_configurations() == ["instance.yaml", "broken.yaml", "night.yaml"]
 
-        def start(name: str) -> None:
-            csc.handle_command("start", SimpleNamespace(configurationOverride=name, private_seqNum=1,
+        seqs = itertools.count(1)
+
+        def start(name: str) -> None:  # each a new command: a repeated seqNum is answered, not run
+            csc.handle_command("start", SimpleNamespace(configurationOverride=name, private_seqNum=next(seqs),
                                                         private_identity="t", private_origin=1))  # fmt: skip
 
         start("nope.yaml")

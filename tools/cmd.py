@@ -34,6 +34,8 @@ from protocols.csc_state import AckCode, ErrorCode, State
 from protocols.envelope import tai_now
 
 FINAL_NOT = {AckCode.CMD_ACK, AckCode.CMD_INPROGRESS, AckCode.CMD_STALLED}
+#: Seconds without any ackcmd after which a DDS command is written again (same seqNum).
+RESEND_S = 1.0
 
 
 def _code_name(enum: type, code: int) -> str:
@@ -79,25 +81,33 @@ class Commander:
             time.sleep(0.02)
         time.sleep(0.2)  # let the CSC's side of discovery complete too (its ackcmd writer must see us)
         seq = random.randint(1, 2**31 - 1)
-        writer.write(
-            sal.make_sample(
-                self.csc,
-                f"command_{cmd}",
-                0,
-                private_sndStamp=tai_now(),
-                private_seqNum=seq,
-                private_identity=self.identity,
-                private_origin=os.getpid(),
-                **fields,
-            )
+        sample = sal.make_sample(
+            self.csc,
+            f"command_{cmd}",
+            0,
+            private_sndStamp=tai_now(),
+            private_seqNum=seq,
+            private_identity=self.identity,
+            private_origin=os.getpid(),
+            **fields,
         )
+        writer.write(sample)
+        # Matched on our side is not yet matched on the CSC's: a command (or its ackcmd) can still be
+        # lost to discovery. With no ackcmd at all, write the same command again; the CSC answers a
+        # repeated (identity, seqNum) with its first final answer instead of running it twice.
+        acked = False
+        resend_at = time.monotonic() + RESEND_S
         while time.monotonic() < deadline:
+            if not acked and time.monotonic() > resend_at:
+                writer.write(sample)
+                resend_at = time.monotonic() + RESEND_S
             for s in acks.take(N=100):
                 info = getattr(s, "sample_info", None)
                 if info is not None and not info.valid_data:
                     continue
                 if s.private_seqNum != seq or s.identity != self.identity:
                     continue
+                acked = True
                 name = _code_name(AckCode, s.ack)
                 extra = f" timeout={s.timeout:g}s" if s.ack == AckCode.CMD_INPROGRESS else ""
                 print(f"{self.csc} {cmd}: {name} ({s.ack}){extra}" + (f" result: {s.result}" if s.result else ""))
