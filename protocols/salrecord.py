@@ -146,7 +146,7 @@ class CdrDecoder:
 
     def __init__(self, component: str, topic: str):
         st = sal.get_topic(component, topic)
-        self.cls = sal.idl_class(component, topic)
+        self.component, self.topic = component, topic
         fields = [("salIndex", "long", 1)] + [(n, t, 1) for n, t in sal.PRIVATE_FIELDS.items()]
         fields += [(f.name, f.type, f.count) for f in st.fields]
         self.plans = {enc: self._plan(fields, 8 if enc == CDR_LE else 4) for enc in (CDR_LE, PLAIN_CDR2_LE)}
@@ -170,8 +170,9 @@ class CdrDecoder:
 
     def decode(self, cdr: bytes | memoryview) -> dict[str, Any]:
         plan = self.plans.get(bytes(cdr[:2]))
-        if plan is None:
-            return sal.sample_to_dict(self.cls.deserialize(bytes(cdr)))
+        if plan is None:  # the DDS binding's types (Cyclone DDS imported on this first use)
+            cls = sal.idl_class(self.component, self.topic)
+            return sal.sample_to_dict(cls.deserialize(bytes(cdr)))
         out: dict[str, Any] = {}
         pos = 4
         for step in plan:
