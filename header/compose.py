@@ -245,7 +245,7 @@ def resolve_all(cfg: InstanceConfig, kmap: KeywordMap, inputs: ExposureInputs, s
 # the encoded sensor HDUs are already known: only what changed since is computed then.
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)  # five LSSTCam pointings (205 sensors each)
 def _wcs_cached(ra: float, dec: float, rotpa: float, camera: str, raft: str, slot: str, vendor: str) -> tuple:
     return tuple(default_wcs(ra, dec, rotpa, camera, raft, slot, vendor).items())
 
@@ -268,7 +268,7 @@ def encoded_hdu(cards: tuple[str, ...]) -> tuple[str, ...]:
 
 
 _REDUCED_MEMO: "OrderedDict[tuple, tuple[KeywordSource, Resolved]]" = OrderedDict()
-_REDUCED_KEPT = 4096  # reduced keywords: several headers' worth for the largest keyword map
+_REDUCED_KEPT = 512  # reduced keywords: six headers' worth for the largest keyword map (LSSTCam reduces ~80)
 
 
 def _event_time(inputs: ExposureInputs, topic: str, field_name: str) -> float | None:
