@@ -261,8 +261,10 @@ class Composer:
             return
         if st.restarted:
             self.resync_from_cache()
-        msg.payload["composerStamp"] = tai_now()
-        self.guarded(msg.topic, self.apply_event, msg.payload, "listener", (msg.envelope.sender, msg.envelope.seq))
+        # the listener sends camera topics one sample per message; a batch is taken in its order
+        for sample in msg.payload if isinstance(msg.payload, list) else [msg.payload]:
+            sample["composerStamp"] = tai_now()
+            self.guarded(msg.topic, self.apply_event, sample, "listener", (msg.envelope.sender, msg.envelope.seq))
         self.check_deadlines()
 
     def guarded(self, what: str, handle: Any, *args: Any) -> Any:
