@@ -518,8 +518,9 @@ class Composer:
         poller.register(self.acks, zmq.POLLIN)
         pacer = GcPacer()
         while not stop.requested:
-            events = dict(poller.poll(0 if self.machine.precompose_due else 100))
-            if not events and self.machine.precompose_due:
+            ready = self.machine.precompose_ready()
+            events = dict(poller.poll(0 if ready else 100))
+            if not events and ready:
                 self.precompose_next()
                 continue
             pacer.step(quiet=not events and not any("startReadout" in e.events for e in self.open.values()))
