@@ -138,9 +138,9 @@ class MemorySampler:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tools.bench.memory LSSTCam --exposures 20``: one instance started, a short night
-    played at the bench's clock, its processes' peak RSS and PSS printed as JSON (the memory piece of
-    hs-bench alone, without the rest of the bench)."""
+    """``python -m tools.bench.memory LSSTCam --exposures 20 [--overlap]``: one instance started, a
+    short night played at the bench's clock, its processes' peak RSS and PSS and the night's latency
+    printed as JSON (the memory and one latency piece of hs-bench alone, without the rest)."""
     import argparse
     import json
     import os
@@ -156,14 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=float, default=10.0)
     p.add_argument("--domain", type=int, default=230)
     p.add_argument("--port-offset", type=int, default=27000)
+    p.add_argument("--overlap", action="store_true", help="each exposure starts 1 s into the previous readout")
     args = p.parse_args(argv)
     os.environ.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
     inst = Instance(Path(tempfile.mkdtemp(prefix="hs-mem-")), args.instrument, args.domain, args.port_offset)
     try:
         inst.up()
-        r = inst.night(args.exposures, args.speed, wait_s=60.0)
+        r = inst.night(args.exposures, args.speed, wait_s=60.0, overlap=args.overlap)
         inst.stop_observers()
-        print(json.dumps({"instrument": args.instrument, "exposures": args.exposures, "headers": len(r.lfo_ms),
+        rep = r.report()
+        print(json.dumps({"instrument": args.instrument, "exposures": args.exposures, "overlap": args.overlap,
+                          "headers": len(r.lfo_ms), "latency": {k: rep.get(k) for k in ("fast_path", "announcement", "tail", "stages_ms")},
                           "memory": inst.memory}, indent=1))  # fmt: skip
     finally:
         inst.down()
