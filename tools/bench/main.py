@@ -80,7 +80,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         if c not in CAMERAS:
             raise SystemExit(f"hs-bench: unknown camera {c!r} (one of {', '.join(CAMERAS)})")
     n = args.exposures if args.exposures is not None else (8 if q else 200)
-    rates = [float(r) for r in (args.ingest_rates or ("1000,3000" if q else "1000,2000,5000,10000,20000,25000,30000,40000")).split(",")]
+    rates = [float(r) for r in (args.ingest_rates or ("1000,3000" if q else "1000,5000,10000,20000,30000,40000,50000,60000,80000,100000")).split(",")]
     return Plan(
         cameras=cams,
         exposures=max(n, 1),
