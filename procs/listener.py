@@ -40,7 +40,7 @@ from protocols.timescale import utc_from_tai
 from protocols.messages import RefillRequest, ReplayRequest, decode_request
 
 log = logging.getLogger("listener")
-REPLAY_BYTES = 48e6  # payload bytes the replay ring keeps, whatever the sample count
+REPLAY_BYTES = 16e6  # payload bytes the replay ring keeps (LATISS: ~3 min of 4.9 kB ATPtg.mountPositions at 20 Hz)
 TAKE_N = 4096  # samples taken from one reader at a time (one batch message at most)
 GATHER_S = 0.001  # after a busy poll, other topics' samples gather this long (camera events never wait)
 

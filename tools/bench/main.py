@@ -9,7 +9,7 @@ telemetry in this process; and measures, from the moment endOfImageTelemetry is 
   ComCam and LSSTCam running side by side;
 - the floor: fitsio writing the same header plus MD5, raw ZeroMQ and DDS hops (our latency / floor);
 - ingest: the highest ESS sample rate the listener and cache take without loss, against ddsperf;
-- memory: peak RSS of each process of each instance.
+- memory: peak RSS of each process of each instance, and PSS beside it (shared pages shared out).
 
 ``--bus kafka`` runs the instances, the player and the announcement reader on SAL over Kafka (the
 embedded broker and registry unless LSST_KAFKA_BROKER_ADDR is set) and measures the same latencies;
