@@ -86,7 +86,7 @@ class DdsBus:
         self.mask = SampleState.Any | ViewState.Any | InstanceState.Any
         self.by_attach: dict[int, int] = {}  # a condition's waitset attach value -> its reader's index
         self.urgent_waitset = WaitSet(self.dp)
-        for component, name in sorted(topics, key=lambda t: t in urgent):
+        for component, name in topics:
             st = sal.get_topic(component, name)
             cls = sal.idl_class(component, name)
             topic = Topic(self.dp, st.dds_name, cls, qos=sal.qos_for(st.kind))
@@ -98,6 +98,9 @@ class DdsBus:
             if (component, name) in urgent:
                 self.urgent_waitset.attach(ReadCondition(reader, SampleState.NotRead | ViewState.Any | InstanceState.Any))
         self.triggered = (ctypes.c_void_p * len(self.readers))()
+        # taken in this order: urgent topics after the others
+        self.order = sorted(range(len(self.readers)), key=lambda i: self.readers[i][:2] in urgent)
+        self.rank = {i: r for r, i in enumerate(self.order)}
 
     def pause(self, seconds: float) -> None:
         """Wait up to ``seconds`` unless an urgent topic has (or gets) a sample: between two polls,
@@ -116,11 +119,13 @@ class DdsBus:
             n = ws._waitset_wait(ws._ref, self.triggered, len(self.readers), int(timeout_s * 1e9))
         except (AttributeError, ctypes.ArgumentError):  # another binding version: the public wait
             ws.wait(int(timeout_s * 1e9))
-            return self.readers
+            return [self.readers[i] for i in self.order]
         if n < 0:
             raise RuntimeError(f"DDS waitset wait failed: code {n}")
-        picked = sorted({self.by_attach.get(self.triggered[k] or 0, -1) for k in range(min(n, len(self.readers)))})
-        return self.readers if not picked or picked[0] < 0 else [self.readers[i] for i in picked]
+        picked = {self.by_attach.get(self.triggered[k] or 0, -1) for k in range(min(n, len(self.readers)))}
+        if not picked or -1 in picked:
+            return [self.readers[i] for i in self.order]
+        return [self.readers[i] for i in sorted(picked, key=self.rank.__getitem__)]
 
     def poll(self, timeout_s: float) -> Iterator[tuple[str, str, bytes, list[tuple[bytes, int | None]], Any]]:
         """(component, topic, topic frame, [(CDR bytes, source ns)...], type) per reader with valid
