@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import OrderedDict
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 from header import astro, geometry
 from header.wcs import default_wcs
 from header.cards import CardError, fits_type, format_card, sanitize_text, structural_extension, structural_primary, typed_value
 from header.fitsfile import checksum_cards, encode_hdu, split_cards
 from header.keywords import Resolved, reduce_keyword, split_list
+from header.memo import BoundedMemo
 from protocols.config import CardTemplate, InstanceConfig, KeywordMap, KeywordSource
 from protocols import sal
 from protocols.names import dayobs_problem
@@ -220,23 +221,19 @@ def resolve_all(cfg: InstanceConfig, kmap: KeywordMap, inputs: ExposureInputs, s
         max_age = src.max_age
         if max_age is None and sal.get_topic(src.component, src.topic).kind == "telemetry":
             max_age = cfg.telemetry_max_age
-        memo_key = None
-        stamp = sample.get("sndStamp") if sample is not None else None
-        if not src.monitor and isinstance(stamp, float):
-            # a sample is known by its topic and time: the same sample at the same collection
-            # time reduces the same way (provisional and final compositions, every sensor)
-            per = per_sensor_locs if src.kind in ("ccd_array", "ccd_array_str") else None
-            memo_key = (id(src), src.keyword, src.topic_key, stamp, at, max_age, per)
-            got = _REDUCED_MEMO.get(memo_key)
-            if got is not None and got[0] is src:
-                out[src.keyword] = got[1]
+        memo_key = _reduced_key(src, sample, at, max_age, per_sensor_locs)
+        if memo_key is not None:
+            try:
+                got = _REDUCED.get(memo_key)
+            except TypeError:  # a value that cannot be a key (not from a SAL sample): not memoized
+                got = memo_key = None
+            if got is not None:
+                out[src.keyword] = got
                 continue
         window = inputs.windows.get(src.topic_key) if src.monitor else None
         out[src.keyword] = reduce_keyword(src, sample, at, locs, max_age, window)
         if memo_key is not None:
-            _REDUCED_MEMO[memo_key] = (src, out[src.keyword])
-            while len(_REDUCED_MEMO) > _REDUCED_KEPT:
-                _REDUCED_MEMO.popitem(last=False)
+            _REDUCED.put(memo_key, out[src.keyword])
     return out
 
 
@@ -267,8 +264,58 @@ def encoded_hdu(cards: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(checksum_cards(list(cards)))
 
 
-_REDUCED_MEMO: "OrderedDict[tuple, tuple[KeywordSource, Resolved]]" = OrderedDict()
-_REDUCED_KEPT = 512  # reduced keywords: six headers' worth for the largest keyword map (LSSTCam reduces ~80)
+#: Reduced keywords by what a reduction reads (see _reduced_key): six headers' worth for the largest
+#: keyword map (LSSTCam reduces ~80 a header); more only held per-sensor values nothing reads again.
+_REDUCED: BoundedMemo[Resolved] = BoundedMemo(512)
+#: Encoded sensor HDUs with their notes: two LSSTCam headers' worth and more.
+_SENSOR_HDUS: "BoundedMemo[tuple[tuple[str, ...], Notes]]" = BoundedMemo(1024)
+#: What every sensor HDU of a header shares, one object per distinct value: the sensors' memo keys
+#: holding it then compare it by identity.
+_COMMON: "BoundedMemo[tuple]" = BoundedMemo(64)
+#: Segment HDUs of one sensor with their notes, by sensor and what the segment template reads.
+_SEGMENTS: "BoundedMemo[tuple[tuple[tuple[tuple[str, ...], str], ...], Notes]]" = BoundedMemo(256)
+
+
+#: What a reduction reads of a sample besides the keyword's own field, by kind (see header.keywords).
+_READ_TOO = {"keyed_array": ("additionalKeys",), "ccd_array": ("ccdLocation", "location"),
+             "ccd_array_str": ("ccdLocation", "location"), "time_series": ("cRioTimestamp",)}  # fmt: skip
+
+
+def _frozen(v: Any) -> Hashable:
+    return tuple(v) if type(v) is list else v
+
+
+def _reduced_key(src: KeywordSource, sample: dict[str, Any] | None, at: float, max_age: float | None,
+                 sensors: tuple[str, ...]) -> tuple | None:  # fmt: skip
+    """The memo key of one keyword's reduction: the keyword source, the values it reads from the
+    sample (its field, what its kind reads besides, the sample's time), the collection time, the age
+    limit and the sensors. The provisional and final compositions and every sensor of a header
+    then reduce a sample once. None when there is nothing to key on (no sample, a monitored
+    keyword's window)."""
+    if src.monitor or sample is None:
+        return None
+    stamp = sample.get("sndStamp")
+    data = sample.get("data")
+    if not isinstance(stamp, float) or not isinstance(data, dict):
+        return None
+    per = sensors if src.kind in ("ccd_array", "ccd_array_str") else None
+    read = _frozen(data.get(src.field, _MISSING))
+    extra = _READ_TOO.get(src.kind)
+    key = (src.fingerprint, stamp, at, max_age, per, read)
+    if extra:
+        key += tuple([_frozen(data.get(f, _MISSING)) for f in extra])
+    return key
+
+
+_MISSING = object()  # a field the sample does not have
+
+
+def template_key(template: list[CardTemplate]) -> str:
+    """A template by its values (its entries' fingerprints, each computed once): the part of a memo
+    key that says which template an HDU was rendered from. One interned string: Python keeps its
+    hash and equal templates give the same object, so a key holding it is found as fast as one
+    holding a number."""
+    return sys.intern("\n".join([t.fingerprint for t in template]))
 
 
 def _event_time(inputs: ExposureInputs, topic: str, field_name: str) -> float | None:
@@ -593,10 +640,6 @@ def _varies_by_sensor(t: CardTemplate, resolved: dict[str, Resolved]) -> bool:
     return False
 
 
-_SENSOR_HDU_MEMO: "OrderedDict[tuple, tuple[tuple[str, ...], Notes]]" = OrderedDict()
-_SENSOR_HDU_KEPT = 1024  # encoded sensor HDUs: two LSSTCam headers' worth and more
-
-
 def _is_sensor_value(name: str) -> bool:
     return name in SENSOR_VALUES or name.startswith("wcs.")
 
@@ -646,26 +689,21 @@ def sensor_plan(
 
 
 def segment_hdus(
-    templates: Templates, resolved: dict[str, Resolved], comp: "Computer", s: Sensor, index: int, notes: Notes
+    templates: Templates, resolved: dict[str, Resolved], comp: "Computer", s: Sensor, index: int, notes: Notes,
+    template_sig: str | None = None,
 ) -> list[tuple[list[str], str]]:
-    """The segment HDUs of one sensor, in readout order (10..17, 07..00); memoized on the sensor
-    and on whatever else the segment template reads."""
+    """The segment HDUs of one sensor, in readout order (10..17, 07..00); memoized on the segment
+    template (``template_sig``: its :func:`template_key`, when the caller has it), the sensor and
+    whatever else the segment template reads."""
     names = _segment_value_names(s.vendor, s.n_segments)
     deps = tuple(_entry_key(t, resolved, comp, s.location, names.__contains__) for t in templates.segment)
-    key = (id(templates.segment), s.location, s.vendor, tuple(sorted(s.readout.items())), index, deps)
-    hit = _SEGMENT_MEMO.get(key)
+    key = (template_sig or template_key(templates.segment), s.location, s.vendor, tuple(sorted(s.readout.items())), index, deps)
+    hit = _SEGMENTS.get(key)
     if hit is None:
         own = Notes()
-        hit = (tuple((tuple(c), n) for c, n in _segment_hdus(templates, resolved, comp, s, index, own)), own)
-        _SEGMENT_MEMO[key] = hit
-        while len(_SEGMENT_MEMO) > _SEGMENT_KEPT:
-            _SEGMENT_MEMO.popitem(last=False)
+        hit = _SEGMENTS.put(key, (tuple((tuple(c), n) for c, n in _segment_hdus(templates, resolved, comp, s, index, own)), own))
     notes.merge(hit[1])
     return [(list(c), n) for c, n in hit[0]]
-
-
-_SEGMENT_MEMO: "OrderedDict[tuple, tuple[tuple[tuple[tuple[str, ...], str], ...], Notes]]" = OrderedDict()
-_SEGMENT_KEPT = 256  # sensors' segment sets
 
 
 @lru_cache(maxsize=16)
@@ -722,13 +760,18 @@ def compose_header(
     hdus = [primary]
     names = ["PRIMARY"]
     plan = sensor_plan(templates.sensor, resolved, comp, notes)
-    common_sig = (id(templates.sensor), tuple(tuple(c) for c, _ in plan), comp.wcs_inputs())
+    # what every sensor HDU shares: its template, the cards common to all sensors, and what the
+    # sensors' own values are computed from (the instrument's WCS, the pointing)
+    common_sig = (template_key(templates.sensor), tuple(tuple(c) for c, _ in plan), cfg.instrument, comp.wcs_inputs())
+    common_sig = _COMMON.get(common_sig) or _COMMON.put(common_sig, common_sig)  # compared once, not per sensor
     sensor_hdus: dict[int, list[str]] = {}  # HDU position -> encoded cards, for the sensor HDUs
+    hdu_of: dict[str, int] = {}  # sensor -> the position of its HDU
+    segment_sig = template_key(templates.segment) if cfg.segments_in_file else None
     keyed = [t for _, varying in plan for t in varying if t.kind != "computed"]  # computed ones are the sensor's own
     for index, s in enumerate(sensors):
         key = (common_sig, s.location, s.vendor, tuple(sorted(s.readout.items())), index,
                tuple([_entry_key(t, resolved, comp, s.location, _is_sensor_value) for t in keyed]))
-        hit = _SENSOR_HDU_MEMO.get(key)
+        hit = _SENSOR_HDUS.get(key)
         if hit is None:
             own = Notes()
             extra = s.values(index)
@@ -744,17 +787,15 @@ def compose_header(
                 cards += common
                 if varying:
                     cards += _render(varying, resolved, sensor_compute, s.location, own)
-            hit = (encoded_hdu(tuple(cards)), own)
-            _SENSOR_HDU_MEMO[key] = hit
-            while len(_SENSOR_HDU_MEMO) > _SENSOR_HDU_KEPT:
-                _SENSOR_HDU_MEMO.popitem(last=False)
+            hit = _SENSOR_HDUS.put(key, (encoded_hdu(tuple(cards)), own))
         if hit[1].errors or hit[1].undefined:
             notes.merge(hit[1])
+        hdu_of[s.location] = len(hdus)
         sensor_hdus[len(hdus)] = list(hit[0])
         hdus.append(sensor_hdus[len(hdus)])
         names.append(s.location)
         if cfg.segments_in_file:
-            for seg_hdu, seg_name in segment_hdus(templates, resolved, comp, s, index, notes):
+            for seg_hdu, seg_name in segment_hdus(templates, resolved, comp, s, index, notes, segment_sig):
                 hdus.append(seg_hdu)
                 names.append(seg_name)
 
@@ -779,7 +820,7 @@ def compose_header(
         "pointing_check": comp.pointing_check(),
         "keywords": {k: r.provenance() for k, r in resolved.items()},
     }
-    context = SensorContext(templates, resolved, comp, {s.location: (i, s) for i, s in enumerate(sensors)}, encoded)
+    context = SensorContext(templates, resolved, comp, {s.location: (i, s, hdu_of[s.location]) for i, s in enumerate(sensors)}, encoded)
     return ComposedHeader(
         inputs.image_name, cfg.instrument, dayobs, version, complete, reasons, encoded, names, provenance, context
     )
@@ -841,16 +882,15 @@ class SensorContext:
     templates: Templates
     resolved: dict[str, Resolved]
     computer: Computer
-    sensors: dict[str, tuple[int, Sensor]]
+    sensors: dict[str, tuple[int, Sensor, int]]  # location -> (sensor index, sensor, position of its HDU)
     hdus: list[list[str]]
 
     def sensor_header(self, location: str) -> dict[str, Any]:
         """Primary cards merged with one sensor's, and that sensor's segment headers."""
         if location not in self.sensors:
             raise KeyError(f"sensor {location} is not in this image (the camera reported {len(self.sensors)})")
-        index, sensor = self.sensors[location]
-        sensor_cards = next(h for h in self.hdus[1:] if any(c.startswith("EXTNAME") and f"'{location}" in c for c in h))
-        merged = list(encoded_hdu(tuple(merge_cards(self.hdus[0], sensor_cards))))
+        index, sensor, position = self.sensors[location]
+        merged = list(encoded_hdu(tuple(merge_cards(self.hdus[0], self.hdus[position]))))
         segments = [
             {"name": name, "cards": split_cards(encode_hdu(cards))}
             for cards, name in segment_hdus(self.templates, self.resolved, self.computer, sensor, index, Notes())

@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from procs.common import Counters, GcPacer, Stop, base_parser, drain, setup
+from procs.common import Counters, GcPacer, Stop, drain, run_process
 from procs.journal import read_json, write_json_atomic
 from protocols import messages, sal, salrecord
 from protocols.config import InstanceConfig
@@ -261,11 +261,8 @@ class CacheServer:
         self.outages = meta.get("outages", [])
         self.last_sample_time = float(meta.get("last_sample_time", 0.0))
         if self.last_sample_time:
-            if self.applied:
-                latest = list(self.applied)[-1]
-                self.gaps.current[latest.split("@", 1)[0]] = latest
-            for sender, seq in self.applied.items():
-                self.gaps.last[sender] = seq
+            for sender, seq in self.applied.items():  # oldest first: the latest is the listener now
+                self.gaps.resume(sender, seq)
         log.info("restored %d samples from disk in %.2f s (%d outage span(s) recorded)", n, time.monotonic() - t0, len(self.outages))
 
     def meta(self) -> dict[str, Any]:
@@ -274,21 +271,21 @@ class CacheServer:
     def replay(self, sender: str, since: int) -> bool:
         """Ask the listener for the messages after ``since``; False when it cannot give them all."""
         try:
-            body = self.listener.request(messages.ReplayRequest(since))
+            body = self.listener.ask(messages.ReplayRequest(since), messages.ReplayReply)
         except messages.CacheUnavailable as exc:
             log.warning("replay not possible: %s", exc)
             return False
-        if body.get("sender") != sender:
+        if body.sender != sender:
             return False
-        for topic, seq, payload in body.get("messages", []):
+        for topic, seq, payload in body.messages:
             if seq > self.applied.get(sender, 0):
                 try:
                     self.apply(topic.encode(), base64.b64decode(payload), sender, seq)
                 except (ValueError, KeyError) as exc:
                     self.counts["bad_messages"] += 1
                     log.warning("bad replayed message ignored: %s", exc)
-        self.counts["replayed"] += len(body.get("messages", []))
-        return int(body.get("oldest", 0)) <= since + 1
+        self.counts["replayed"] += len(body.messages)
+        return body.oldest <= since + 1
 
     def apply(self, topic_frame: bytes, payload: bytes, sender: str, seq: int) -> None:
         """One listener message: a SAL record or a batch of them (:func:`protocols.salrecord.records`).
@@ -372,25 +369,26 @@ class CacheServer:
         return self.applied.get(req.after.sender, 0) >= req.after.seq
 
     def answer(self, ident: list[bytes], req: messages.Request, late: bool = False) -> None:
+        reply: messages.Reply
         if isinstance(req, messages.CollectRequest):
-            body = self.store.collect(req)
-            body["caught_up"] = not late
+            found = self.store.collect(req)
+            reply = messages.CollectReply(found["snapshots"], found["windows"], caught_up=not late)
             pts = list(req.points.values())
             if pts:
                 lo, hi = min(pts) - self.cfg.telemetry_max_age, max(pts)
                 spans = self.outages + ([[self.open_outage, 1e12]] if self.open_outage is not None else [])
-                body["outages"] = [o for o in spans if o[0] < hi and o[1] > lo]
+                reply.outages = [o for o in spans if o[0] < hi and o[1] > lo]
         elif isinstance(req, messages.RangeRequest):
-            body = {"samples": self.store.between(req.key, req.t0, req.t1)}
+            reply = messages.RangeReply(self.store.between(req.key, req.t0, req.t1))
         elif isinstance(req, messages.LatestRequest):
-            body = {"samples": {k: (self.store.histories[k].latest() if k in self.store.histories else None) for k in req.keys}}
+            reply = messages.LatestReply({k: (self.store.histories[k].latest() if k in self.store.histories else None) for k in req.keys})
         else:
-            body = {
-                "outages": self.outages,
-                "counts": self.counts.as_dict(),
-                "topics": {k: len(h) for k, h in self.store.histories.items()},
-            }
-        self.router.send_multipart(ident + self.sender.frames(f"ctl.reply.{req.op}", body))
+            reply = messages.CacheStatus(self.outages, self.counts.as_dict(), {k: len(h) for k, h in self.store.histories.items()})
+        self.router.send_multipart(ident + self.sender.frames(reply.topic(), reply.encode()))
+
+    def refuse(self, ident: list[bytes], error: str, topic: str = "ctl.reply.error") -> None:
+        """Answer a request that cannot be served with the reason (counted and logged by the caller)."""
+        self.router.send_multipart(ident + self.sender.frames(topic, messages.ErrorReply(error).encode()))
 
     def on_request(self, frames: list[bytes]) -> None:
         ident, rest = split_identity(frames)
@@ -401,19 +399,19 @@ class CacheServer:
         except EnvelopeError as exc:
             self.counts["bad_requests"] += 1
             log.warning("request rejected: %s", exc)
-            self.router.send_multipart(ident + self.sender.frames("ctl.reply.error", {"error": str(exc)}))
+            self.refuse(ident, str(exc))
             return
         try:
             req = messages.decode_request(payload, messages.CACHE_REQUESTS)
         except messages.UnknownOp as exc:
             self.counts["bad_requests"] += 1
             log.warning("%s", exc)
-            self.router.send_multipart(ident + self.sender.frames(f"ctl.reply.{payload.get('op')}", {"error": str(exc)}))
+            self.refuse(ident, str(exc), f"ctl.reply.{payload.get('op')}")
             return
         except EnvelopeError as exc:
             self.counts["bad_requests"] += 1
             log.warning("request rejected: %s", exc)
-            self.router.send_multipart(ident + self.sender.frames("ctl.reply.error", {"error": f"bad request: {exc}"}))
+            self.refuse(ident, f"bad request: {exc}")
             return
         try:
             if self.caught_up(req):
@@ -423,7 +421,7 @@ class CacheServer:
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             self.counts["bad_requests"] += 1
             log.warning("request rejected: %s", exc)
-            self.router.send_multipart(ident + self.sender.frames("ctl.reply.error", {"error": f"bad request: {exc}"}))
+            self.refuse(ident, f"bad request: {exc}")
 
     def release_parked(self) -> None:
         now = time.monotonic()
@@ -440,7 +438,7 @@ class CacheServer:
             except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
                 self.counts["bad_requests"] += 1
                 log.warning("request rejected: %s", exc)
-                self.router.send_multipart(ident + self.sender.frames("ctl.reply.error", {"error": f"bad request: {exc}"}))
+                self.refuse(ident, f"bad request: {exc}")
         self.parked = keep
 
     def run(self, stop: Stop) -> None:
@@ -488,10 +486,7 @@ class CacheServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser("hs-cache", __doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    cfg = setup(args, "hs-cache")
-    CacheServer(cfg).run(Stop())
+    run_process("hs-cache", __doc__, lambda cfg: CacheServer(cfg).run, argv)
 
 
 if __name__ == "__main__":

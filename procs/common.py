@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 from protocols.config import ConfigError, InstanceConfig, check_configuration, load_instance
 
@@ -59,6 +59,18 @@ class Stop:
 
     def _handle(self, *_: Any) -> None:
         self.requested = True
+
+
+def run_process(prog: str, doc: str | None, build: Callable[[InstanceConfig], Callable[[Stop], None]], argv: list[str] | None = None) -> None:
+    """The whole ``main()`` of a Header Service process: arguments (``--instance``, ``--log-level``),
+    logging and the checked configuration (exit 2 on a bad file, see :func:`setup`), then
+    ``build(cfg)`` makes the process (sockets bound, state restored) and returns its loop, which
+    runs until SIGTERM or SIGINT. Signals are caught once the process is built: a SIGTERM while it
+    starts (restoring its state, waiting for the CSC) ends it at once."""
+    args = base_parser(prog, (doc or prog).strip().splitlines()[0]).parse_args(argv)
+    cfg = setup(args, prog)
+    loop = build(cfg)
+    loop(Stop())
 
 
 def drain(sock: Any, handle: Any, limit: int = 100000) -> None:

@@ -19,7 +19,8 @@ import zmq
 
 from header import astro
 from header.compose import CAMERA_EVENTS, ComposedHeader, ExposureInputs, Templates, compose_header
-from procs.common import Counters, GcPacer, Stop, base_parser, drain, setup
+from header.memo import BoundedMemo
+from procs.common import Counters, GcPacer, Stop, drain, run_process
 from procs.exposure import (  # noqa: F401 - the rules' helpers, also used from here by tools and tests
     DONE_KEPT,
     PRECOMPOSE_AT,
@@ -51,9 +52,17 @@ from protocols.messages import (
     After,
     CacheClient,
     CacheUnavailable,
+    CollectReply,
     CollectRequest,
+    ComposerStatus,
+    ErrorReply,
+    RangeReply,
     RangeRequest,
+    Recomposed,
+    RecomposeReply,
     RecomposeRequest,
+    Reply,
+    SensorReply,
     Skipped,
     StatusRequest,
     Window,
@@ -91,15 +100,15 @@ def collection_request(cfg: InstanceConfig, kmap: KeywordMap, points: dict[str, 
 
 
 _Plan = tuple[dict[str, list[str]], list[str], dict[str, list[str]]]
-_PLANS: dict[tuple[str, int, tuple[str, ...]], tuple[KeywordMap, _Plan]] = {}
+_PLANS: BoundedMemo[_Plan] = BoundedMemo(64)  # by camera, keyword map (its values) and points
 
 
 def _request_plan(camera: str, kmap: KeywordMap, point_names: tuple[str, ...]) -> _Plan:
     """Topics per point, monitored topics and fields of a keyword map: the same for every header."""
-    memo_key = (camera, id(kmap), point_names)
+    memo_key = (camera, kmap.fingerprint, point_names)
     got = _PLANS.get(memo_key)
-    if got is not None and got[0] is kmap:
-        return got[1]
+    if got is not None:
+        return got
     topics: dict[str, set[str]] = {p: set() for p in point_names}
     fp_key = topic_key(camera, "focalPlaneSummaryInfo")
     topics.setdefault("start", set()).add(fp_key)
@@ -113,9 +122,7 @@ def _request_plan(camera: str, kmap: KeywordMap, point_names: tuple[str, ...]) -
             monitored.append(src.topic_key)
     fields = dict(needed_fields(kmap))
     fields.setdefault(fp_key, list(AUX_FIELDS))
-    plan = ({p: sorted(k) for p, k in topics.items()}, monitored, fields)
-    _PLANS[memo_key] = (kmap, plan)
-    return plan
+    return _PLANS.put(memo_key, ({p: sorted(k) for p, k in topics.items()}, monitored, fields))
 
 
 class Composer:
@@ -206,11 +213,9 @@ class Composer:
         the cache could not be asked."""
         t1 = t1 or tai_now()
         try:
-            reply = self.cache.request(RangeRequest(topic_key(self.cfg.camera, topic), t1 - FILL_WINDOW, 1e12))
+            return self.cache.ask(RangeRequest(topic_key(self.cfg.camera, topic), t1 - FILL_WINDOW, 1e12), RangeReply).samples
         except CacheUnavailable:
             return None
-        samples = reply.get("samples", [])
-        return samples if isinstance(samples, list) else []
 
     def restore(self) -> None:
         """Resume after a restart: reopen journaled exposures, recompose unacknowledged headers,
@@ -230,12 +235,12 @@ class Composer:
         samples: list[Any] = []
         for topic in REPLAYED:
             try:
-                reply = self.cache.request(RangeRequest(topic_key(self.cfg.camera, topic), resync.since, 1e12), timeout_ms=3000)
+                reply = self.cache.ask(RangeRequest(topic_key(self.cfg.camera, topic), resync.since, 1e12), RangeReply, timeout_ms=3000)
             except CacheUnavailable as exc:
                 log.warning("cannot resynchronize from the cache yet (retrying): %s", exc)
                 self.machine.resync_failed(self.now())
                 return
-            samples += reply.get("samples", [])
+            samples += reply.samples
         self.machine.resynced()
         replayed = sum(self.guarded("replayed camera event", self.apply_event, s, "cache") or 0 for s in replay_order(samples))
         if replayed:
@@ -299,10 +304,10 @@ class Composer:
         t_collect = time.perf_counter()
         try:
             reply = self.collect(req)
-            snapshots, windows = {**job.known, **reply.get("snapshots", {})}, reply.get("windows", {})
-            if not reply.get("caught_up", True):
+            snapshots, windows = {**job.known, **reply.snapshots}, reply.windows
+            if not reply.caught_up:
                 log.warning("cache answered for %s before catching up with the listener", exp.image_name)
-            for gap in reply.get("outages", []):
+            for gap in reply.outages or []:
                 reasons = reasons + [f"bus not observed from {gap[0]:.1f} to {gap[1]:.1f} (TAI): telemetry may be missing"]
         except CacheUnavailable as exc:
             log.error("%s: %s; header written from the camera events alone", exp.image_name, exc)
@@ -389,16 +394,14 @@ class Composer:
         if exp.last_seq[0]:
             req.after = After(*exp.last_seq)
         try:
-            reply = self.cache.request(req, timeout_ms=2000)
+            reply = self.cache.ask(req, CollectReply, timeout_ms=2000)
         except CacheUnavailable:
             return
-        if reply.get("caught_up", True) and not reply.get("outages"):
+        if reply.caught_up and not reply.outages:
             # The start and readout points are seconds old by now: every sample stamped before
             # them has reached the cache, so their snapshots are final (the end point's are not).
-            self.machine.keep_early(exp, reply.get("snapshots", {}), points)
-        inputs = ExposureInputs(
-            exp.image_name, exp.events, points, reply.get("snapshots", {}), reply.get("windows", {}), []
-        )
+            self.machine.keep_early(exp, reply.snapshots, points)
+        inputs = ExposureInputs(exp.image_name, exp.events, points, reply.snapshots, reply.windows, [])
         try:
             compose_header(self.cfg, self.kmap, self.templates, inputs, tai_now(), 1).payload_json()
         except Exception as exc:  # noqa: BLE001 - only a head start: the real composition has its own defences
@@ -414,11 +417,11 @@ class Composer:
         if exp is not None:
             self.precompose(exp)
 
-    def collect(self, req: dict[str, Any]) -> dict[str, Any]:
+    def collect(self, req: CollectRequest) -> CollectReply:
         """The cache's snapshots; a restarting cache gets a few tries before the header goes incomplete."""
         for attempt in range(CACHE_TRIES):
             try:
-                return self.cache.request(req)
+                return self.cache.ask(req, CollectReply)
             except CacheUnavailable as exc:
                 if attempt == CACHE_TRIES - 1:
                     raise
@@ -430,14 +433,14 @@ class Composer:
         self.csc.poll()
         return dict(self.csc.overrides), int(self.csc.overrides_version)
 
-    def recompose(self, name: str, events: dict[str, Any] | None = None, same_version: bool = False) -> dict[str, Any]:
+    def recompose(self, name: str, events: dict[str, Any] | None = None, same_version: bool = False) -> Recomposed:
         """Compose an image again from its events (journal or cache): late events, catch-up."""
         self.perform(self.machine.recompose(name, self.now(), events, same_version))
         error = self.machine.recompose_errors.pop(name, None)
         if error is not None:
-            return {"imageName": name, "error": error}
+            return Recomposed(name, error=error)
         version, complete = self.done[name]
-        return {"imageName": name, "version": version, "complete": complete}
+        return Recomposed(name, version, complete)
 
     def on_ack(self, frames: list[bytes]) -> None:
         try:
@@ -456,28 +459,28 @@ class Composer:
         """Requests on the ROUTER socket: per-sensor headers (``sensor``, the default op),
         ``recompose`` (catch-up) and ``status``."""
         ident, rest = split_identity(frames)
+        reply: Reply
         try:
             req = decode_request(decode(rest).payload, COMPOSER_REQUESTS, default_op="sensor")
             topic = f"ctl.reply.{req.op}"
             if isinstance(req, RecomposeRequest):
-                body = {"results": [self.recompose(n) for n in req.imageNames]}
+                reply = RecomposeReply([self.recompose(n) for n in req.imageNames])
             elif isinstance(req, StatusRequest):
-                body = {"counts": self.counts.as_dict(), "open": sorted(self.open), "done": self.done, "unacked": sorted(self.unacked)}
+                reply = ComposerStatus(self.counts.as_dict(), sorted(self.open), self.done, sorted(self.unacked))
             else:
                 image, sensor = req.imageName, req.sensor
                 ctx = self.recent.get(image)
                 if ctx is None:
                     raise KeyError(f"{image} is not among the last {RECENT_HEADERS} headers composed")
-                body = ctx.sensor_header(sensor)
-                body["imageName"] = image
-                body["version"] = self.done.get(image, [1])[0]
+                got = ctx.sensor_header(sensor)
+                reply = SensorReply(got["sensor"], got["cards"], got["segments"], image, self.done.get(image, [1])[0])
                 topic = f"hdr.{self.cfg.instrument}.sensor"
         except (EnvelopeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             self.counts["bad_requests"] += 1
             log.warning("bad request: %s", exc)
             topic = f"hdr.{self.cfg.instrument}.sensor"
-            body = {"error": str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)}
-        self.router.send_multipart(ident + self.reply_sender.frames(topic, body))
+            reply = ErrorReply(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
+        self.router.send_multipart(ident + self.reply_sender.frames(topic, reply.encode()))
 
     def report_bad_values(self, image: str, provenance: dict[str, Any]) -> None:
         """Values that arrived but could not be written (NaN, bad text...) are logged and counted."""
@@ -540,10 +543,7 @@ class Composer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser("hs-composer", __doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    cfg = setup(args, "hs-composer")
-    Composer(cfg).run(Stop())
+    run_process("hs-composer", __doc__, lambda cfg: Composer(cfg).run, argv)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ import yaml
 import zmq
 
 from header.cards import CardError, format_card, is_printable_ascii
-from procs.common import Counters, Stop, base_parser, setup
+from procs.common import Counters, Stop, run_process
 from procs.journal import read_json, write_json_atomic
 from protocols import kafka_wire, sal
 from protocols.bus import BusUnavailable, open_bus
@@ -794,18 +794,24 @@ def _dist_version(dist: str) -> str:
         return "unknown"
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = base_parser("hs-csc", __doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    cfg = setup(args, "hs-csc")
-    stop = Stop()
+def start(cfg: InstanceConfig) -> Callable[[Stop], None]:
+    """The CSC built and its loop; sockets that cannot be bound (another CSC of this instance runs)
+    end the process with status 1 and the endpoints in the log."""
     try:
         csc = Csc(cfg)
     except zmq.ZMQError as exc:
         log.error("cannot open the CSC's sockets (%s, %s): %s", state_pub_endpoint(cfg), state_rep_endpoint(cfg), exc)
         sys.exit(1)
-    csc.run(stop)
-    log.info("%s OFFLINE: exiting", cfg.csc)
+
+    def loop(stop: Stop) -> None:
+        csc.run(stop)
+        log.info("%s OFFLINE: exiting", cfg.csc)
+
+    return loop
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_process("hs-csc", __doc__, start, argv)
 
 
 if __name__ == "__main__":

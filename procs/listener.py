@@ -32,12 +32,12 @@ from typing import Any, Iterator
 
 import zmq
 
-from procs.common import Counters, GcPacer, Stop, base_parser, setup
+from procs.common import Counters, GcPacer, Stop, run_process
 from protocols import sal, salrecord
 from protocols.config import InstanceConfig, load_keyword_map
 from protocols.envelope import RESUMING, EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
 from protocols.timescale import utc_from_tai
-from protocols.messages import RefillRequest, ReplayRequest, decode_request
+from protocols.messages import ErrorReply, RefillReply, RefillRequest, ReplayReply, ReplayRequest, decode_request
 
 log = logging.getLogger("listener")
 REPLAY_BYTES = 16e6  # payload bytes the replay ring keeps (LATISS: ~3 min of 4.9 kB ATPtg.mountPositions at 20 Hz)
@@ -200,6 +200,8 @@ class KafkaSource:
 
     COMMIT_EVERY_S = 0.05
     STRAGGLERS_S = 0.02
+    #: Longest a camera event waits for the other topics' backlog (after a broker outage, a slow broker).
+    CATCH_UP_S = 5.0
 
     def __init__(self, cfg: InstanceConfig, topics: list[tuple[str, str]], settings: Any | None = None):
         from protocols import kafka_wire as kw
@@ -237,8 +239,11 @@ class KafkaSource:
         if any(s.topic.name in self.triggers for s in batch):
             # Kafka orders records per topic only: what was written before a camera event on other
             # topics may still be in the fetcher's queue. Take it too, so that the event is published
-            # after the samples written before it (the composer collects as of the event).
+            # after the samples written before it (the composer collects as of the event). After a
+            # broker outage or behind a slow broker, the others may lag by seconds: read them up
+            # to their end as the fetcher knows it (bounded) before the event goes out.
             batch += self.reader.poll(timeout=self.STRAGGLERS_S)
+            batch += self.catch_up()
         batch.sort(key=lambda s: s.snd_stamp)
         for s in batch:
             component, name, frame, ours = self.by_name[s.topic.name]
@@ -248,6 +253,19 @@ class KafkaSource:
                 counts["malformed"] += 1
                 log.warning("malformed %s.%s sample dropped (%s offset %d): %s", component, name, s.topic.name, s.offset, exc)
         counts["bad_records"] += sum(self.reader.bad.values()) - bad_before
+
+    def catch_up(self) -> list[Any]:
+        """What the other topics hold up to their end as the fetcher knows it, before a camera event
+        is published (at most CATCH_UP_S). The ends are asked again after each read: after an
+        outage the fetcher learns them only as its fetch responses come back."""
+        out: list[Any] = []
+        deadline = time.monotonic() + self.CATCH_UP_S
+        while ends := self.reader.lagging():
+            if time.monotonic() > deadline:
+                log.warning("camera event published with %d topic(s) still behind: %s", len(ends), ", ".join(t for t, _ in list(ends)[:5]))
+                break
+            out += self.reader.poll(timeout=0.05)
+        return out
 
     def refill(self, t0: float, t1: float, deadline_s: float = 60.0) -> Iterator[tuple[bytes, bytes]]:
         """The records of [t0 - telemetry_max_age, t1] (TAI) again, event topics from their first
@@ -340,15 +358,15 @@ def serve_replays(router: zmq.Socket, ring: ReplayRing, sender: Sender, counts: 
             if isinstance(req, RefillRequest):
                 if refill is None:
                     raise ValueError("refill needs the Kafka bus (this listener reads DDS, which keeps no log)")
-                body = refill(req.t0, req.t1)
-                router.send_multipart(ident + sender.frames("ctl.reply.refill", body))
+                done = RefillReply(refill(req.t0, req.t1))
+                router.send_multipart(ident + sender.frames(done.topic(), done.encode()))
                 continue
             since = req.since
-            msgs = [[f[0].decode(), seq, base64.b64encode(f[2]).decode()] for seq, f in ring.after(since)]
-            body = {"sender": sender.sender, "oldest": ring.oldest(sender.seq + 1), "messages": msgs}
+            msgs = [(f[0].decode(), seq, base64.b64encode(f[2]).decode()) for seq, f in ring.after(since)]
+            body = ReplayReply(sender.sender, ring.oldest(sender.seq + 1), msgs).encode()
         except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
             counts["bad_requests"] += 1
-            body = {"error": f"bad replay request: {exc}"}
+            body = ErrorReply(f"bad replay request: {exc}").encode()
         router.send_multipart(ident + sender.frames("ctl.reply.replay", body))
 
 
@@ -437,14 +455,14 @@ def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pu
     last_status = time.monotonic()
     pacer = GcPacer()
 
-    def refill(t0: float, t1: float) -> dict[str, Any]:
+    def refill(t0: float, t1: float) -> int:
         n = 0
         for frame, payload in source.refill(t0, t1):
             out.publish(frame, payload)
             n += 1
         counts["refilled"] += n
         log.info("refill of %.3f .. %.3f TAI: %d samples published again from Kafka", t0, t1, n)
-        return {"published": n}
+        return n
 
     while not stop.requested:
         before = counts["samples"]
@@ -464,10 +482,7 @@ def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pu
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser("hs-listener", __doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    cfg = setup(args, "hs-listener")
-    run(cfg, Stop())
+    run_process("hs-listener", __doc__, lambda cfg: lambda stop: run(cfg, stop), argv)
 
 
 if __name__ == "__main__":

@@ -33,13 +33,13 @@ from header.fitsfile import encode_file_from_cards
 from header.yamlheader import payload_yaml
 from procs.annex import MIME_TYPE, AnnexConflict, conflict_location, index_path, open_annex
 from procs.annex_local import LocalAnnex
-from procs.common import Counters, GcPacer, Stop, base_parser, setup
+from procs.common import Counters, GcPacer, Stop, run_process
 from procs.journal import AppendLog, write_atomic
 from protocols import sal
 from protocols.config import InstanceConfig
 from protocols.csc_state import ErrorCode, fault_frames, warning_frames
 from protocols.envelope import EnvelopeError, Sender, decode, sender_id, tai_now
-from protocols.messages import Rejected
+from protocols.messages import Announced, Rejected
 from protocols.names import BadName, check_image_name, image_name_problem
 
 log = logging.getLogger("publisher")
@@ -156,6 +156,8 @@ class KafkaAnnouncer:
         self.csc = cfg.csc
         self.bus = open_bus(cfg)
         self.writer = self.bus.writer(cfg.csc, "largeFileObjectAvailable", identity=cfg.csc)
+        self._queued: set[tuple[str, int, str]] = set()  # (url, version, md5) written, not yet acknowledged
+        self._failed_seen = 0
         try:
             self._connect(10.0)
         except ConnectionError:
@@ -175,11 +177,26 @@ class KafkaAnnouncer:
 
     def announce(self, url: str, version: int, size: int, md5: str, image: str, mime: str = MIME_TYPE["fits"]) -> None:
         self._connect(1.0)
-        self.writer.write(
-            {"generator": self.csc, "mimeType": mime, "url": url, "version": float(version), "byteSize": size, "checkSum": md5, "id": image}
-        )
+        key = (url, version, md5)
+        if key not in self._queued:
+            # an announcement the broker did not acknowledge stays in the producer's queue and is
+            # delivered once the broker is back: its retry waits for it instead of writing it twice
+            self.writer.write(
+                {"generator": self.csc, "mimeType": mime, "url": url, "version": float(version), "byteSize": size, "checkSum": md5, "id": image}
+            )
+            self._queued.add(key)
         if self.bus.flush_pending(5.0):  # on the broker before the composer is told it is announced
             raise ConnectionError("largeFileObjectAvailable not acknowledged by the Kafka broker in 5 s")
+        self._queued.discard(key)
+        failed = self._failed()
+        if failed != self._failed_seen:  # the producer gave up on records (message.timeout.ms): write them again
+            self._failed_seen = failed
+            self._queued.clear()
+            self.announce(url, version, size, md5, image, mime)
+
+    def _failed(self) -> int:
+        """Records the producer gave up on, so far."""
+        return int(self.bus.writer_of(self.csc, self.writer.topic).failed)
 
 
 class AnnexHandler(SimpleHTTPRequestHandler):
@@ -380,19 +397,9 @@ class Publisher:
             for loc, (fmt, data, md5) in zip(locs, files)
         }
         main = stored[files[0][0]]
-        entry = {
-            "imageName": image,
-            "version": version,
-            "path": main["path"],
-            "url": main["url"],
-            "md5": main["md5"],
-            "byteSize": main["byteSize"],
-            "complete": bool(payload.get("complete", True)),
-            "announced": None,
-            "annex": self.annex.kind,
-            "files": stored,
-        }
-        self.index.add(entry, sync=False)
+        entry = Announced(image, version, main["path"], main["url"], main["md5"], main["byteSize"],
+                          bool(payload.get("complete", True)), None, self.annex.kind, stored)  # fmt: skip
+        self.index.add(entry.encode(), sync=False)
         t1 = time.perf_counter()
         for f in stored.values():
             self.announcer.announce(f["url"], version, f["byteSize"], f["md5"], image, f["mimeType"])
@@ -406,9 +413,9 @@ class Publisher:
         except OSError as exc:
             self.counts["side_car_errors"] += 1
             log.error("%s v%d: provenance side-car not stored: %s", image, version, exc)
-        entry = dict(entry, announced=tai_now())
-        self.index.add(entry)
-        self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", entry))
+        entry.announced = tai_now()
+        self.index.add(entry.encode())
+        self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", entry.encode()))
         self.counts["announced"] += 1
         log.info(
             "%s v%d written (%s) and announced at %s; %.1f ms to write, %.1f ms to announce",
@@ -525,10 +532,7 @@ class Publisher:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser("hs-publisher", __doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    cfg = setup(args, "hs-publisher")
-    Publisher(cfg).run(Stop())
+    run_process("hs-publisher", __doc__, lambda cfg: Publisher(cfg).run, argv)
 
 
 if __name__ == "__main__":

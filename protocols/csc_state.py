@@ -34,7 +34,7 @@ import zmq
 
 from protocols.config import InstanceConfig
 from protocols.envelope import EnvelopeError, Sender, decode, sender_id
-from protocols.messages import Fault, OperatorWarning
+from protocols.messages import CscState, Fault, OperatorWarning
 
 #: Port offsets from the instance's port_base (listener +0 ... publisher PUB +4, HTTP +9).
 STATE_PUB_OFFSET = 6
@@ -116,7 +116,7 @@ def empty_overrides() -> dict[str, Any]:
 
 def state_payload(state: State, overrides: dict[str, Any], csc: str = "") -> dict[str, Any]:
     """The state message of the contract (built by hs-csc)."""
-    return {"state": state.name, "stateCode": int(state), "csc": csc, "overrides": overrides}
+    return CscState(state.name, int(state), csc, overrides).encode()
 
 
 class CscStateFollower:
@@ -182,9 +182,7 @@ class CscStateFollower:
             msg = decode(frames)
             if msg.topic != self.topic:
                 return False
-            p = msg.payload
-            if not isinstance(p, dict) or not isinstance(p.get("state"), str) or "stateCode" not in p:
-                raise EnvelopeError(f"state message without state/stateCode: {str(p)[:80]}")
+            CscState.decode(msg.payload)  # checked: the properties below read it
         except EnvelopeError:
             self.bad_messages += 1
             return False

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,30 +188,50 @@ class SeqStatus:
     duplicate: bool = False
 
 
+def sender_role(sender: str) -> str:
+    """A sender's role without its incarnation: ``composer.LATISS`` from ``composer.LATISS@host:pid:start``."""
+    return sender.split("@", 1)[0]
+
+
 class GapTracker:
-    """Tracks per-sender sequence numbers: reports gaps, duplicates and restarted peers."""
+    """Per-sender sequence numbers of one receiver: reports gaps (lost messages), duplicates and
+    restarted peers (a new incarnation of a role), and keeps their totals, also per role, for the
+    receiver's counts and reports. The one sequence follower of every receiver (cache, composer,
+    fast path client, hs-tap, the bench probe)."""
 
     def __init__(self) -> None:
-        self.last: dict[str, int] = {}
-        self.current: dict[str, str] = {}
+        self.last: dict[str, int] = {}  # sender -> last sequence number seen
+        self.current: dict[str, str] = {}  # role -> its current incarnation
         self.gaps = 0
         self.restarts = 0
+        self.duplicates = 0
+        self.gaps_by_role: Counter[str] = Counter()
+        self.restarts_by_role: Counter[str] = Counter()
+
+    def resume(self, sender: str, seq: int) -> None:
+        """Carry on from a journal: ``sender`` is its role's current incarnation and its messages
+        up to ``seq`` were applied (a receiver restarted after it saw them)."""
+        self.current[sender_role(sender)] = sender
+        self.last[sender] = seq
 
     def check(self, env: Envelope) -> SeqStatus:
         st = SeqStatus()
-        role = env.sender.split("@", 1)[0]
+        role = sender_role(env.sender)
         prev_sender = self.current.get(role)
         if prev_sender is not None and prev_sender != env.sender:
             st.restarted = True
             self.restarts += 1
+            self.restarts_by_role[role] += 1
         self.current[role] = env.sender
         last = self.last.get(env.sender)
         if last is not None:
             if env.seq <= last:
                 st.duplicate = True
+                self.duplicates += 1
                 return st
             if env.seq > last + 1:
                 st.gap = env.seq - last - 1
                 self.gaps += st.gap
+                self.gaps_by_role[role] += st.gap
         self.last[env.sender] = env.seq
         return st

@@ -326,7 +326,6 @@ class FastPathClient:
         self.tracker = GapTracker()
         self.received = 0
         self.malformed = 0
-        self.duplicates = 0
 
     @property
     def gaps(self) -> int:
@@ -337,6 +336,11 @@ class FastPathClient:
     def restarts(self) -> int:
         """Number of times the publishing composer was seen to restart."""
         return self.tracker.restarts
+
+    @property
+    def duplicates(self) -> int:
+        """Number of messages received twice (skipped)."""
+        return self.tracker.duplicates
 
     def receive(self, timeout_s: float | None = None) -> HeaderMessage | None:
         """The next header, or ``None`` if none arrives within ``timeout_s`` (``None``: wait forever)."""
@@ -364,7 +368,6 @@ class FastPathClient:
                 continue
             status = self.tracker.check(msg.envelope)
             if status.duplicate:
-                self.duplicates += 1
                 continue
             if status.gap:
                 log.warning("fast path %s: %d message(s) lost before %s", self.endpoint, status.gap, msg.topic)

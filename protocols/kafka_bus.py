@@ -443,6 +443,19 @@ class KafkaReader:
             return
         self._pending.clear()
 
+    def lagging(self) -> dict[tuple[str, int], int]:
+        """Partitions with records on the broker this reader has not returned yet, with their end
+        offsets, as far as the fetcher knows: the high watermarks of its last fetch responses (no
+        request to the broker, which may be gone or hold the connection in a fetch)."""
+        if self._consumer is None:
+            return {}
+        out = {}
+        for tp in self._consumer.position(self._consumer.assignment()):
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            if tp.offset >= 0 and high >= 0 and tp.offset < high:
+                out[(tp.topic, tp.partition)] = high
+        return out
+
     def assignment(self) -> list[tuple[str, int]]:
         return [(tp.topic, tp.partition) for tp in self._consumer.assignment()] if self._consumer else []
 

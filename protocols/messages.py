@@ -5,26 +5,31 @@
 - ``hdr.<instrument>.<imageName>``: a finished header ``{imageName, instrument, dayobs, version,
   complete, reasons, hdus: [{name, cards: [80-char card images]}], provenance}`` (composer PUB
   fast path and PUSH to the publisher).
-- ``ctl.announced.<imageName>``: ``{imageName, version, path, url, md5, byteSize, announced}``
-  (publisher PUB, after the DDS announcement).
+- ``ctl.announced.<imageName>``: ``{imageName, version, path, url, md5, byteSize, complete,
+  announced, annex, files}`` (publisher PUB, after the DDS announcement: its annex-index entry).
 - ``ctl.rejected.<imageName>``: ``{imageName, version, reason, path}`` (publisher PUB, header set aside).
 - ``ctl.skipped.<instrument>.<imageName>``: ``{imageName, reason[, duplicate]}`` (composer PUB).
 - ``ctl.fault.<instrument>``: ``{code, report}``; ``ctl.warning.<instrument>``: ``{code, report,
   active}`` (composer and publisher PUB, read by hs-csc; see :mod:`protocols.csc_state`).
 - Requests (REQ to a ROUTER, topic ``ctl.request.<op>``): the cache's ``collect``, ``range``,
   ``latest`` and ``status``; the composer's ``sensor``, ``recompose`` and ``status``; the
-  listener's ``replay``.
+  listener's ``replay`` and ``refill``. Replies (topic ``ctl.reply.<op>``, sensor headers on
+  ``hdr.<instrument>.sensor``, refusals ``{error}``): :class:`CollectReply`, :class:`RangeReply`,
+  :class:`LatestReply`, :class:`CacheStatus`, :class:`ReplayReply`, :class:`RefillReply`,
+  :class:`RecomposeReply`, :class:`ComposerStatus`, :class:`SensorReply`, :class:`ErrorReply`.
+- ``ctl.csc.<instrument>``: :class:`CscState` (hs-csc PUB and REP answer).
 
-Every request and control message is a dataclass here with one ``encode`` (the JSON payload, the
-same keys as ever) and one ``decode`` that validates and raises :class:`EnvelopeError` with the
-reason; senders and receivers use these instead of dictionaries written by hand.
+Every request, reply and control message is a dataclass here with one ``encode`` (the JSON
+payload, the same keys as ever) and one ``decode`` that validates and raises
+:class:`EnvelopeError` with the reason; senders and receivers use these instead of dictionaries
+written by hand (:meth:`CacheClient.ask` decodes the reply it expects).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
 import zmq
 
@@ -311,6 +316,321 @@ class Rejected:
         return {"imageName": self.imageName, "version": self.version, "reason": self.reason, "path": self.path}
 
 
+# -- Replies ------------------------------------------------------------------------------------
+# What a ROUTER answers a request with (topic ``ctl.reply.<op>``, the composer's sensor headers on
+# ``hdr.<instrument>.sensor``): one dataclass each, ``encode`` the payload as it always was, and a
+# ``decode`` that validates it (an answer is input from another process like any other).
+
+
+def _int(x: Any, what: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise EnvelopeError(f"{what} is not a number: {x!r:.40}")
+    return int(x)
+
+
+def _list(x: Any, what: str) -> list[Any]:
+    if not isinstance(x, list):
+        raise EnvelopeError(f"{what} is not a list")
+    return x
+
+
+def _spans(x: Any, what: str) -> list[list[float]]:
+    """``[[t0, t1], ...]`` (TAI spans)."""
+    return [[_float(v) for v in _list(span, what)] for span in _list(x, what)]
+
+
+def _counts(x: Any, what: str) -> dict[str, int]:
+    return {str(k): _int(v, f"{what} {k}") for k, v in _object(x, what).items()}
+
+
+@dataclass
+class Reply:
+    """An answer to a :class:`Request`, on ``ctl.reply.<op>``."""
+
+    op: ClassVar[str] = ""
+
+    def topic(self) -> str:
+        return f"ctl.reply.{self.op}"
+
+    def encode(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, payload: Any) -> Any:
+        raise NotImplementedError
+
+
+@dataclass
+class ErrorReply(Reply):
+    """A request refused, and why (``ctl.reply.error``, or the request's own reply topic when its
+    op is unknown or it failed once read)."""
+
+    op: ClassVar[str] = "error"
+    error: str
+
+    def encode(self) -> dict[str, Any]:
+        return {"error": self.error}
+
+    @classmethod
+    def decode(cls, payload: Any) -> ErrorReply:
+        return cls(str(_get(_object(payload, "error reply"), "error")))
+
+
+@dataclass
+class CollectReply(Reply):
+    """The cache's answer to :class:`CollectRequest`: per point the topics' snapshots (a sample or
+    None), per monitored topic its window's samples, whether the cache had caught up with the
+    listener, and the spans the bus was not observed near the points (None: not said, a request
+    without points)."""
+
+    op: ClassVar[str] = "collect"
+    snapshots: dict[str, dict[str, Any]]
+    windows: dict[str, list[Any]]
+    caught_up: bool = True
+    outages: list[list[float]] | None = None
+
+    def encode(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"snapshots": self.snapshots, "windows": self.windows, "caught_up": self.caught_up}
+        if self.outages is not None:
+            body["outages"] = self.outages
+        return body
+
+    @classmethod
+    def decode(cls, payload: Any) -> CollectReply:
+        p = _object(payload, "collect reply")
+        snapshots = {str(k): _object(v, f"snapshots of {k}") for k, v in _object(p.get("snapshots", {}), "snapshots").items()}
+        windows = {str(k): _list(v, f"window of {k}") for k, v in _object(p.get("windows", {}), "windows").items()}
+        outages = _spans(p["outages"], "outages") if "outages" in p else None
+        return cls(snapshots, windows, p.get("caught_up", True) is not False, outages)
+
+
+@dataclass
+class RangeReply(Reply):
+    """Every sample of one topic key between two times (the cache)."""
+
+    op: ClassVar[str] = "range"
+    samples: list[Any]
+
+    def encode(self) -> dict[str, Any]:
+        return {"samples": self.samples}
+
+    @classmethod
+    def decode(cls, payload: Any) -> RangeReply:
+        return cls(_list(_object(payload, "range reply").get("samples", []), "samples"))
+
+
+@dataclass
+class LatestReply(Reply):
+    """The latest sample of each topic key asked for (None: none kept)."""
+
+    op: ClassVar[str] = "latest"
+    samples: dict[str, Any]
+
+    def encode(self) -> dict[str, Any]:
+        return {"samples": self.samples}
+
+    @classmethod
+    def decode(cls, payload: Any) -> LatestReply:
+        return cls(_object(_object(payload, "latest reply").get("samples", {}), "samples"))
+
+
+@dataclass
+class CacheStatus(Reply):
+    """The cache's outages, counts and samples kept per topic key."""
+
+    op: ClassVar[str] = "status"
+    outages: list[list[float]]
+    counts: dict[str, int]
+    topics: dict[str, int]
+
+    def encode(self) -> dict[str, Any]:
+        return {"outages": self.outages, "counts": self.counts, "topics": self.topics}
+
+    @classmethod
+    def decode(cls, payload: Any) -> CacheStatus:
+        p = _object(payload, "cache status")
+        return cls(_spans(p.get("outages", []), "outages"), _counts(p.get("counts", {}), "counts"), _counts(p.get("topics", {}), "topics"))
+
+
+@dataclass
+class ReplayReply(Reply):
+    """The listener's messages after the ``since`` asked for still in its ring, as ``[topic, seq,
+    base64 of the SAL record]``; ``oldest`` is the first sequence number it still holds."""
+
+    op: ClassVar[str] = "replay"
+    sender: str
+    oldest: int
+    messages: list[tuple[str, int, str]]
+
+    def encode(self) -> dict[str, Any]:
+        return {"sender": self.sender, "oldest": self.oldest, "messages": [list(m) for m in self.messages]}
+
+    @classmethod
+    def decode(cls, payload: Any) -> ReplayReply:
+        p = _object(payload, "replay reply")
+        messages = []
+        for m in _list(p.get("messages", []), "messages"):
+            if not isinstance(m, list) or len(m) != 3:
+                raise EnvelopeError("a replayed message is not [topic, seq, record]")
+            messages.append((_text(m[0], "replayed topic"), _int(m[1], "replayed seq"), _text(m[2], "replayed record")))
+        return cls(_text(p.get("sender", ""), "sender"), _int(p.get("oldest", 0), "oldest"), messages)
+
+
+@dataclass
+class RefillReply(Reply):
+    """How many samples the Kafka listener published again from the log."""
+
+    op: ClassVar[str] = "refill"
+    published: int
+
+    def encode(self) -> dict[str, Any]:
+        return {"published": self.published}
+
+    @classmethod
+    def decode(cls, payload: Any) -> RefillReply:
+        return cls(_int(_object(payload, "refill reply").get("published", 0), "published"))
+
+
+@dataclass
+class ComposerStatus(Reply):
+    """The composer's counts, open exposures, images composed (name -> [version, complete]) and
+    headers the publisher has not acknowledged yet."""
+
+    op: ClassVar[str] = "status"
+    counts: dict[str, int]
+    open: list[str]
+    done: dict[str, list[Any]]
+    unacked: list[str]
+
+    def encode(self) -> dict[str, Any]:
+        return {"counts": self.counts, "open": self.open, "done": self.done, "unacked": self.unacked}
+
+    @classmethod
+    def decode(cls, payload: Any) -> ComposerStatus:
+        p = _object(payload, "composer status")
+        done = {str(k): _list(v, f"done {k}") for k, v in _object(p.get("done", {}), "done").items()}
+        return cls(_counts(p.get("counts", {}), "counts"), _texts(p.get("open", []), "open"), done, _texts(p.get("unacked", []), "unacked"))
+
+
+@dataclass
+class Recomposed:
+    """One image of a :class:`RecomposeRequest`: the version composed, or why it was not."""
+
+    imageName: str
+    version: int | None = None
+    complete: bool | None = None
+    error: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"imageName": self.imageName, "error": self.error}
+        return {"imageName": self.imageName, "version": self.version, "complete": self.complete}
+
+    @classmethod
+    def decode(cls, x: Any) -> Recomposed:
+        x = _object(x, "recompose result")
+        name = _text(_get(x, "imageName"), "imageName")
+        if "error" in x:
+            return cls(name, error=str(x["error"]))
+        return cls(name, _int(_get(x, "version"), "version"), bool(x.get("complete")))
+
+
+@dataclass
+class RecomposeReply(Reply):
+    op: ClassVar[str] = "recompose"
+    results: list[Recomposed]
+
+    def encode(self) -> dict[str, Any]:
+        return {"results": [r.encode() for r in self.results]}
+
+    @classmethod
+    def decode(cls, payload: Any) -> RecomposeReply:
+        return cls([Recomposed.decode(r) for r in _list(_object(payload, "recompose reply").get("results", []), "results")])
+
+
+@dataclass
+class SensorReply(Reply):
+    """One sensor's header of a recent image: primary cards merged with the sensor's, and its
+    segment headers (``[{name, cards}]``); sent on ``hdr.<instrument>.sensor``."""
+
+    op: ClassVar[str] = "sensor"
+    sensor: str
+    cards: list[str]
+    segments: list[dict[str, Any]]
+    imageName: str
+    version: int
+
+    def encode(self) -> dict[str, Any]:
+        return {"sensor": self.sensor, "cards": self.cards, "segments": self.segments, "imageName": self.imageName,
+                "version": self.version}  # fmt: skip
+
+    @classmethod
+    def decode(cls, payload: Any) -> SensorReply:
+        p = _object(payload, "sensor reply")
+        segments = [_object(s, "segment") for s in _list(p.get("segments", []), "segments")]
+        return cls(_text(_get(p, "sensor"), "sensor"), _texts(_get(p, "cards"), "cards"), segments,
+                   _text(_get(p, "imageName"), "imageName"), _int(_get(p, "version"), "version"))  # fmt: skip
+
+
+@dataclass
+class Announced:
+    """``ctl.announced``: a header written to the annex and announced, sent as the publisher records
+    it in the annex index (``announced``: its TAI, None until the announcement; ``files``: every
+    format written, by format). The composer reads it as an :class:`Acknowledgement`."""
+
+    imageName: str
+    version: int
+    path: str
+    url: str
+    md5: str
+    byteSize: int
+    complete: bool = True
+    announced: float | None = None
+    annex: str = "local"
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def encode(self) -> dict[str, Any]:
+        return {"imageName": self.imageName, "version": self.version, "path": self.path, "url": self.url,
+                "md5": self.md5, "byteSize": self.byteSize, "complete": self.complete, "announced": self.announced,
+                "annex": self.annex, "files": self.files}  # fmt: skip
+
+    @classmethod
+    def decode(cls, payload: Any) -> Announced:
+        p = _object(payload, "ctl.announced payload")
+        announced = p.get("announced")
+        return cls(
+            _text(_get(p, "imageName"), "imageName"), _int(_get(p, "version"), "version"), _text(_get(p, "path"), "path"),
+            _text(_get(p, "url"), "url"), _text(_get(p, "md5"), "md5"), _int(_get(p, "byteSize"), "byteSize"),
+            p.get("complete", True) is not False, None if announced is None else _float(announced),
+            _text(p.get("annex", "local"), "annex"), _object(p.get("files", {}), "files"),
+        )  # fmt: skip
+
+
+@dataclass
+class CscState:
+    """The CSC's state message (``ctl.csc.<instrument>``, PUB and the REP answer; see
+    :mod:`protocols.csc_state`): summary state by name and code, the CSC's name and the operator's
+    header-card overrides ``{version, cards: {KEY: {value, comment}}, setAt, by}``."""
+
+    state: str
+    stateCode: int
+    csc: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> dict[str, Any]:
+        return {"state": self.state, "stateCode": self.stateCode, "csc": self.csc, "overrides": self.overrides}
+
+    @classmethod
+    def decode(cls, payload: Any) -> CscState:
+        p = _object(payload, "state message")
+        if not isinstance(p.get("state"), str) or "stateCode" not in p:
+            raise EnvelopeError(f"state message without state/stateCode: {str(p)[:80]}")
+        overrides = _object(p.get("overrides", {}), "overrides")
+        _object(overrides.get("cards", {}), "override cards")
+        _int(overrides.get("version", 0), "overrides version")
+        return cls(p["state"], _int(p["stateCode"], "stateCode"), str(p.get("csc", "")), overrides)
+
+
 def _code(payload: dict[str, Any]) -> int:
     code = _get(payload, "code")
     if not isinstance(code, int) or isinstance(code, bool):
@@ -378,6 +698,9 @@ def topic_key(component: str, topic: str, sal_index: int = 0) -> str:
     return f"{component}.{topic}:{sal_index}"
 
 
+R = TypeVar("R", bound=Reply)
+
+
 class CacheUnavailable(RuntimeError):
     """The cache did not answer in time; the caller decides whether to retry or go incomplete."""
 
@@ -420,8 +743,17 @@ class CacheClient:
         if not isinstance(msg.payload, dict):
             raise CacheUnavailable(f"{self.peer} answer is not an object")
         if "error" in msg.payload:
-            raise CacheUnavailable(f"{self.peer} refused the request: {msg.payload['error']}")
+            raise CacheUnavailable(f"{self.peer} refused the request: {ErrorReply.decode(msg.payload).error}")
         return msg.payload
+
+    def ask(self, req: Request, reply: type[R], timeout_ms: int | None = None) -> R:
+        """:meth:`request`, the answer decoded as ``reply``: one that is not is
+        :class:`CacheUnavailable` (unreadable), like no answer."""
+        payload = self.request(req, timeout_ms)
+        try:
+            return reply.decode(payload)
+        except EnvelopeError as exc:
+            raise CacheUnavailable(f"unreadable answer from the {self.peer}: {exc}") from None
 
     def close(self, linger: int = 0) -> None:
         if self.sock is not None:

@@ -31,8 +31,19 @@ from astropy.time import Time
 from procs.annex import index_path
 from procs.journal import AppendLog
 from protocols.config import ConfigError, InstanceConfig, load_instance
-from protocols.envelope import Sender, decode, sender_id
-from protocols.messages import CacheClient, CacheUnavailable, RangeRequest, RecomposeRequest, RefillRequest, topic_key
+from protocols.envelope import EnvelopeError, Sender, decode, sender_id
+from protocols.messages import (
+    Announced,
+    CacheClient,
+    CacheUnavailable,
+    RangeReply,
+    RangeRequest,
+    RecomposeReply,
+    RecomposeRequest,
+    RefillReply,
+    RefillRequest,
+    topic_key,
+)
 
 
 @dataclass
@@ -90,11 +101,11 @@ def read_set_aside(cfg: InstanceConfig) -> dict[str, dict[str, Any]]:
 def exposures(cfg: InstanceConfig, since: float, until: float) -> list[Exposure]:
     """Every exposure whose startIntegration the cache holds in [since, until], with its status."""
     client = CacheClient(cfg.endpoints.cache_router, Sender(sender_id("catchup", cfg.instrument)))
-    reply = client.request(RangeRequest(topic_key(cfg.camera, "startIntegration"), since, until))
+    reply = client.ask(RangeRequest(topic_key(cfg.camera, "startIntegration"), since, until), RangeReply)
     index = read_index(cfg)
     aside = read_set_aside(cfg)
     out = []
-    for s in reply.get("samples", []):
+    for s in reply.samples:
         name = s.get("data", {}).get("imageName", "")
         e = index.get(name)
         why = aside.get(name, {}).get("reason")
@@ -136,17 +147,20 @@ def regenerate(cfg: InstanceConfig, names: list[str], timeout_s: float = 120.0) 
     req.send_multipart(Sender(sender_id("catchup", cfg.instrument)).frames(request.topic(), request.encode()))
     if not req.poll(int(timeout_s * 1000)):
         raise TimeoutError(f"no answer from the composer at {cfg.endpoints.composer_router}")
-    results = decode(req.recv_multipart()).payload.get("results", [])
+    results = [r.encode() for r in RecomposeReply.decode(decode(req.recv_multipart()).payload).results]
     waiting = {r["imageName"]: r["version"] for r in results if "version" in r}
     deadline = time.monotonic() + timeout_s
     while waiting and time.monotonic() < deadline:
         if acks.poll(200):
-            entry = decode(acks.recv_multipart()).payload
-            if waiting.get(entry.get("imageName"), 1e9) <= int(entry.get("version", 0)):
+            try:
+                entry = Announced.decode(decode(acks.recv_multipart()).payload)
+            except EnvelopeError:
+                continue  # not an announcement this tool can read: not the one it waits for
+            if waiting.get(entry.imageName, 1e9) <= entry.version:
                 for r in results:
-                    if r["imageName"] == entry["imageName"]:
-                        r["url"] = entry.get("url")
-                del waiting[entry["imageName"]]
+                    if r["imageName"] == entry.imageName:
+                        r["url"] = entry.url
+                del waiting[entry.imageName]
     for r in results:
         if r["imageName"] in waiting:
             r["error"] = "not announced within the timeout"
@@ -156,10 +170,7 @@ def regenerate(cfg: InstanceConfig, names: list[str], timeout_s: float = 120.0) 
 def refill(cfg: InstanceConfig, since: float, until: float, timeout_s: float = 120.0) -> int:
     """Have the Kafka listener publish [since, until] again from the log; the samples published."""
     client = CacheClient(cfg.endpoints.listener_router, Sender(sender_id("catchup", cfg.instrument)), timeout_s=timeout_s, peer="listener")
-    reply = client.request(RefillRequest(since, until))
-    if "error" in reply:
-        raise ValueError(f"listener: {reply['error']}")
-    return int(reply.get("published", 0))
+    return client.ask(RefillRequest(since, until), RefillReply).published
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,15 @@ the first offset of the last batch). Two more keep latency low: ``fetch.wait.max
 holds an empty fetch for the whole wait instead of answering when a record arrives, which cost
 ~150 ms per hop) and ``linger.ms=0`` (send each record at once).
 
-``python -m tools.kafka_local [--dir DIR]`` runs both until interrupted and prints the variables.
+Tansu keeps its log in memory by default: a broker restart loses every topic. ``durable=True``
+stores it in S3 instead (Tansu's ``s3://`` engine on a moto server on loopback, :mod:`tools.s3server`),
+so the broker can be killed and started again on the same port with its records, offsets and
+consumer groups (:meth:`LocalKafka.kill_broker`, :meth:`LocalKafka.restart_broker`: the broker gone
+mid-night). Each S3 listing costs tens of ms, more than ``fetch.wait.max.ms=10``, after which Tansu
+answers a fetch empty: durable buses give their consumers ``fetch.wait.max.ms=2000`` (a fetch of
+every partition a listener reads fits in it; each hop is slower, this bus is for fault tests).
+
+``python -m tools.kafka_local [--dir DIR] [--durable]`` runs both until interrupted and prints the variables.
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ from protocols import kafka_config as kc
 #: Client settings Tansu needs (see the module docstring).
 TANSU_CONSUMER_SETTINGS = {"session.timeout.ms": 1000, "heartbeat.interval.ms": 200, "fetch.wait.max.ms": 10}
 TANSU_PRODUCER_SETTINGS = {"batch.num.messages": 1, "linger.ms": 0}
+#: A durable (S3-backed) broker needs time to list a partition's records within a fetch.
+DURABLE_CONSUMER_SETTINGS = {**TANSU_CONSUMER_SETTINGS, "fetch.wait.max.ms": 2000}
+TANSU_BUCKET = "tansu"
 
 
 class LocalKafkaError(RuntimeError):
@@ -99,6 +110,15 @@ class LocalKafka:
     broker: subprocess.Popen
     registry: subprocess.Popen
     _logs: list[IO[Any]] = field(default_factory=list)
+    #: How the broker was started (command, environment): a restart uses the same port and storage.
+    _broker_cmd: list[str] = field(default_factory=list)
+    _broker_env: dict[str, str] | None = None
+    #: The S3 server holding a durable broker's log (None: in memory).
+    s3: Any = None
+
+    @property
+    def durable(self) -> bool:
+        return self.s3 is not None
 
     @property
     def consumer_file(self) -> Path:
@@ -124,6 +144,22 @@ class LocalKafka:
     def alive(self) -> bool:
         return self.broker.poll() is None and self.registry.poll() is None
 
+    def kill_broker(self) -> None:
+        """SIGKILL the broker, as a crash or a lost machine ends it (nothing flushed, no goodbye)."""
+        if self.broker.poll() is None:
+            self.broker.kill()
+        self.broker.wait(timeout=10)
+
+    def restart_broker(self, timeout: float = 30.0) -> None:
+        """Start the broker again on the same port and storage (durable: with its records and offsets)."""
+        if self.broker.poll() is None:
+            raise LocalKafkaError("the broker is still running")
+        port = int(self.broker_addr.rsplit(":", 1)[1])
+        log = self.workdir / "tansu.log"
+        self._logs.append(open(log, "ab"))  # noqa: SIM115 (closed by stop())
+        self.broker = _spawn_broker(self._broker_cmd, self._broker_env, self._logs[-1])
+        _wait_port(port, self.broker, "Tansu broker", log, time.monotonic() + timeout)
+
     def stop(self) -> None:
         for proc in (self.registry, self.broker):
             if proc.poll() is None:
@@ -137,6 +173,8 @@ class LocalKafka:
         for fh in self._logs:
             fh.close()
         self._logs.clear()
+        if self.s3 is not None:
+            self.s3.stop()
 
     def __enter__(self) -> LocalKafka:
         return self
@@ -145,23 +183,45 @@ class LocalKafka:
         self.stop()
 
 
-def start(workdir: Path, *, registry_store: Path | None = None, timeout: float = 30.0) -> LocalKafka:
-    """Start Tansu (in memory) and hs-registry on free loopback ports, and wait until both answer."""
+def _spawn_broker(cmd: list[str], env: dict[str, str] | None, log: IO[Any]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent)  # fmt: skip
+
+
+def _durable_storage(workdir: Path) -> tuple[Any, dict[str, str]]:
+    """A moto S3 server with Tansu's bucket, and the environment Tansu's s3:// engine reads."""
+    import boto3
+
+    from tools.s3server import TEST_CREDENTIALS, MotoServer
+
+    s3 = MotoServer(log=workdir / "moto.log").start()
+    try:
+        boto3.client("s3", endpoint_url=s3.url, aws_access_key_id=TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                     region_name=TEST_CREDENTIALS["AWS_DEFAULT_REGION"]).create_bucket(Bucket=TANSU_BUCKET)  # fmt: skip
+    except BaseException:
+        s3.stop()
+        raise
+    return s3, {**os.environ, **TEST_CREDENTIALS, "AWS_ENDPOINT": s3.url, "AWS_ALLOW_HTTP": "true"}
+
+
+def start(workdir: Path, *, registry_store: Path | None = None, timeout: float = 30.0, durable: bool = False) -> LocalKafka:
+    """Start Tansu (in memory, or in S3 when ``durable``) and hs-registry on free loopback ports, and
+    wait until both answer."""
     workdir.mkdir(parents=True, exist_ok=True)
-    kc.write_settings_file(workdir / "consumer.yaml", TANSU_CONSUMER_SETTINGS)
+    kc.write_settings_file(workdir / "consumer.yaml", DURABLE_CONSUMER_SETTINGS if durable else TANSU_CONSUMER_SETTINGS)
     kc.write_settings_file(workdir / "producer.yaml", TANSU_PRODUCER_SETTINGS)
     deadline = time.monotonic() + timeout
     logs: list[IO[Any]] = []
+    s3, broker_env = _durable_storage(workdir) if durable else (None, None)
 
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     broker_log = workdir / "tansu.log"
     logs.append(open(broker_log, "ab"))
-    broker = subprocess.Popen(
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdin=subprocess.DEVNULL, stdout=logs[-1], stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-    )  # fmt: skip
+    broker_cmd = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                  "--storage-engine", f"s3://{TANSU_BUCKET}/" if durable else "memory://tansu/"]  # fmt: skip
+    broker = _spawn_broker(broker_cmd, broker_env, logs[-1])
     registry_log = workdir / "registry.log"
     logs.append(open(registry_log, "ab"))
     cmd = [sys.executable, "-m", "tools.registry", "--port", "0"]
@@ -170,7 +230,7 @@ def start(workdir: Path, *, registry_store: Path | None = None, timeout: float =
     registry = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logs[-1], text=True, preexec_fn=_die_with_parent
     )
-    local = LocalKafka(workdir, f"127.0.0.1:{port}", "", broker, registry, logs)
+    local = LocalKafka(workdir, f"127.0.0.1:{port}", "", broker, registry, logs, broker_cmd, broker_env, s3)
     try:
         _wait_port(port, broker, "Tansu broker", broker_log, deadline)
         line = _first_line(registry, deadline)  # the registry prints its URL once it listens
@@ -187,9 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.kafka_local", description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=Path("run/kafka"), help="folder for logs and client settings")
     parser.add_argument("--subname", default="sal", help="LSST_TOPIC_SUBNAME to print")
+    parser.add_argument("--durable", action="store_true", help="keep the broker's log in S3 (a moto server), not in memory")
     args = parser.parse_args(argv)
     try:
-        local = start(args.dir.resolve(), registry_store=args.dir.resolve() / "schemas.jsonl")
+        local = start(args.dir.resolve(), registry_store=args.dir.resolve() / "schemas.jsonl", durable=args.durable)
     except LocalKafkaError as exc:
         print(f"kafka_local: {exc}", file=sys.stderr)
         return 1

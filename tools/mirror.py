@@ -2,13 +2,15 @@
 
 Examples::
 
-    hs-mirror --instance LATISS --to /data/base-annex                      # follow DDS + the summit index
+    hs-mirror --instance LATISS --to /data/base-annex                      # follow the bus + the summit index
     hs-mirror --instance LATISS --to /data/base-annex --summit-url http://127.0.0.1:5559 --domain 42
     hs-mirror --instance LATISS --to /data/base-annex --once               # sync from the index, then exit
 
 The base-side copier of the summit → base flow. It follows the instance's
-``<CSC>_logevent_largeFileObjectAvailable`` on DDS (transient-local: a late joiner also gets the
-recent announcements) and reads the summit index ``<summit-url>/<instrument>/index.jsonl`` at start,
+``<CSC>_logevent_largeFileObjectAvailable`` on the instance's bus: on DDS (transient-local: a late
+joiner also gets the recent announcements) or, with ``bus: kafka`` (``HS_BUS=kafka``), on Kafka
+with ts_salobj's variables (a consumer group of its own, from the topic's first record: the log
+keeps every announcement), and reads the summit index ``<summit-url>/<instrument>/index.jsonl`` at start,
 every ``--resync`` seconds and after any failed download, so that whatever was published while the
 summit–base link was down (hs-mirror stopped, summit HTTP unreachable, DDS samples missed) is
 copied once the link is back.
@@ -108,8 +110,8 @@ def candidate_from_entry(e: dict[str, Any], instrument: str, summit_url: str) ->
     )
 
 
-def candidate_from_sample(s: Any, instrument: str) -> Candidate:
-    """A largeFileObjectAvailable sample → Candidate (the relative path is the url's path)."""
+def candidate_from_sample(s: Any, instrument: str, source: str = "dds") -> Candidate:
+    """A largeFileObjectAvailable sample (DDS, or a Kafka bus Sample) → Candidate (the relative path is the url's path)."""
     rel = safe_relpath(urllib.parse.urlparse(str(s.url)).path, instrument)
     image = str(s.id) or PurePosixPath(rel).stem
     return Candidate(
@@ -120,7 +122,7 @@ def candidate_from_sample(s: Any, instrument: str) -> Candidate:
         path=rel,
         byte_size=int(s.byteSize) if int(s.byteSize) > 0 else None,
         announced=float(getattr(s, "private_sndStamp", 0.0)) or None,
-        source="dds",
+        source=source,
     )
 
 
@@ -420,11 +422,48 @@ def run_once(m: Mirror, stop: Stop, retries: int) -> int:
     return 0 if not problems else 1
 
 
-def run_follow(m: Mirror, stop: Stop, csc: str, domain: int | None, resync: float) -> int:
-    """Follow DDS announcements and the summit index until SIGTERM/SIGINT."""
+class _KafkaFollower:
+    """The announcements on Kafka, connected when the bus is up (a bus down at start is retried)."""
+
+    RETRY_S = 5.0
+
+    def __init__(self, key: tuple[str, str]):
+        self.key = key
+        self.watcher: Any = None
+        self.next_try = 0.0
+
+    def poll(self) -> list[Any]:
+        if self.watcher is None:
+            if time.monotonic() < self.next_try:
+                return []
+            from protocols.bus import BusUnavailable
+            from tools.lfo import KafkaBusWatcher
+
+            try:
+                self.watcher = KafkaBusWatcher([self.key])
+                log.info("following %s_logevent_largeFileObjectAvailable on Kafka", self.key[0])
+            except BusUnavailable as exc:
+                self.next_try = time.monotonic() + self.RETRY_S
+                log.warning("%s; retrying in %.0f s (the summit index is read meanwhile)", exc, self.RETRY_S)
+                return []
+        self.watcher.poll()
+        arrivals, self.watcher.arrivals[self.key] = self.watcher.arrivals[self.key], []
+        return arrivals
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+
+
+def run_follow(m: Mirror, stop: Stop, csc: str, domain: int | None, resync: float, bus: str = "dds") -> int:
+    """Follow the announcements (DDS ``domain``, or Kafka when ``bus`` is kafka; neither when
+    ``domain`` is None) and the summit index until SIGTERM/SIGINT."""
     watcher = None
+    follower = None
     key = (csc, "largeFileObjectAvailable")
-    if domain is not None:
+    if domain is not None and bus == "kafka":
+        follower = _KafkaFollower(key)
+    elif domain is not None:
         from tools.lfo import BusWatcher
 
         watcher = BusWatcher(domain, [key])
@@ -436,18 +475,21 @@ def run_follow(m: Mirror, stop: Stop, csc: str, domain: int | None, resync: floa
     reported = ""
     while not stop.requested:
         now = time.monotonic()
+        arrivals: list[Any] = []
         if watcher is not None:
             watcher.poll()
             arrivals, watcher.arrivals[key] = watcher.arrivals[key], []
-            for a in arrivals:
-                try:
-                    c = candidate_from_sample(a.sample, m.instrument)
-                except (ValueError, TypeError, AttributeError) as exc:
-                    m.counts["bad_announcements"] += 1
-                    log.error("announcement ignored: %s", exc)
-                    continue
-                if m.offer(c):
-                    log.info("announced: %s v%s (%s)", c.image, c.version_out, c.url)
+        elif follower is not None:
+            arrivals = follower.poll()
+        for a in arrivals:
+            try:
+                c = candidate_from_sample(a.sample, m.instrument, bus)
+            except (ValueError, TypeError, AttributeError) as exc:
+                m.counts["bad_announcements"] += 1
+                log.error("announcement ignored: %s", exc)
+                continue
+            if m.offer(c):
+                log.info("announced: %s v%s (%s)", c.image, c.version_out, c.url)
         if now >= next_index:
             last_index = now
             try:
@@ -471,6 +513,8 @@ def run_follow(m: Mirror, stop: Stop, csc: str, domain: int | None, resync: floa
             log.info("%s", line)
             reported, last_report = line, time.monotonic()
         _sleep(stop, 0.1)
+    if follower is not None:
+        follower.close()
     log.info("stopping: %s", m.progress())
     return 0
 
@@ -483,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--domain", type=int, metavar="ID", help="DDS domain id (default: the instance's, or $HS_DDS_DOMAIN)")
     p.add_argument("--resync", type=float, default=30.0, metavar="SEC", help="read the summit index every SEC s (default 30)")
     p.add_argument("--once", action="store_true", help="sync from the summit index and exit (0 complete, 1 not)")
-    p.add_argument("--no-dds", action="store_true", help="do not follow DDS announcements (summit index only)")
+    p.add_argument("--no-dds", "--no-bus", action="store_true",
+                   help="do not follow the announcements on the bus, DDS or Kafka (summit index only)")  # fmt: skip
     p.add_argument("--retries", type=int, default=3, metavar="N", help="--once: attempts per file (default 3)")
     p.add_argument("--max-backoff", type=float, default=60.0, metavar="SEC", help="longest delay between retries (default 60)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SEC", help="HTTP timeout (default 10)")
@@ -515,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.once:
         return run_once(m, stop, args.retries)
     domain = None if args.no_dds else (args.domain if args.domain is not None else cfg.dds_domain)
-    return run_follow(m, stop, cfg.csc, domain, args.resync)
+    return run_follow(m, stop, cfg.csc, domain, args.resync, cfg.bus)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ from pathlib import Path
 
 from protocols.config import PROJECT_ROOT, load_instance
 from protocols.sal import LOOPBACK_XML
+from tools.supervisord_conf import group, instances
 
 CONF = PROJECT_ROOT / "supervisord.conf"
-GROUPS = {"LATISS": "latiss", "ComCam": "comcam", "LSSTCam": "lsstcam"}
+#: Instrument -> its supervisord group (``latiss:*``), as supervisord.conf names them.
+GROUPS = {instrument: group(instrument) for instrument in instances()}
 
 
 def scripts_dir() -> Path | None:

@@ -28,7 +28,7 @@ from typing import Any, Sequence, TextIO
 
 import zmq
 
-from protocols.envelope import EnvelopeError, GapTracker, Message, SeqStatus, decode, tai_now
+from protocols.envelope import EnvelopeError, GapTracker, Message, SeqStatus, decode, sender_role, tai_now
 
 SUMMARY_FIELDS = 4  # SAL data fields shown in a one-line summary
 TEXT_WIDTH = 32  # longest string value shown in a summary
@@ -45,11 +45,6 @@ def format_time(t: float | None) -> str:
         return "--:--:--.---"
     whole = int(t)
     return time.strftime("%H:%M:%S", time.gmtime(whole)) + f".{int((t - whole) * 1000):03d}"
-
-
-def sender_role(sender: str) -> str:
-    """``composer.LATISS`` from ``composer.LATISS@host:pid:start``."""
-    return sender.split("@", 1)[0]
 
 
 def short_value(v: Any) -> str:
@@ -219,9 +214,6 @@ class RateStats:
         self.tracker = GapTracker()
         self.totals: Counter[str] = Counter()
         self.interval: Counter[str] = Counter()
-        self.gaps_by_sender: Counter[str] = Counter()
-        self.restarts_by_sender: Counter[str] = Counter()
-        self.duplicates = 0
         self.malformed = 0
         self.malformed_interval = 0
         self.malformed_reasons: Counter[str] = Counter()
@@ -235,6 +227,20 @@ class RateStats:
         return self.tracker.restarts
 
     @property
+    def duplicates(self) -> int:
+        return self.tracker.duplicates
+
+    @property
+    def gaps_by_sender(self) -> Counter[str]:
+        """Messages lost per sender role."""
+        return self.tracker.gaps_by_role
+
+    @property
+    def restarts_by_sender(self) -> Counter[str]:
+        """Restarts per sender role."""
+        return self.tracker.restarts_by_role
+
+    @property
     def messages(self) -> int:
         return sum(self.totals.values())
 
@@ -244,15 +250,7 @@ class RateStats:
         self.interval[message.topic] += 1
         if not self.track_gaps:
             return SeqStatus()
-        st = self.tracker.check(message.envelope)
-        role = sender_role(message.envelope.sender)
-        if st.gap:
-            self.gaps_by_sender[role] += st.gap
-        if st.restarted:
-            self.restarts_by_sender[role] += 1
-        if st.duplicate:
-            self.duplicates += 1
-        return st
+        return self.tracker.check(message.envelope)
 
     def record_malformed(self, reason: str) -> None:
         self.malformed += 1

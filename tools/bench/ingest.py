@@ -222,11 +222,12 @@ def step(writer: Writer, client: CacheClient, rate: float, seconds: float, cpu: 
 
 
 def run_ingest(
-    dep: Deployment, instrument: str, rates: list[float], step_s: float, sustain_s: float, min_tai: float = 0.0
+    dep: Deployment, instrument: str, rates: list[float], step_s: float, sustain_s: float, min_tai: float = 0.0,
+    writer: Any = None,  # noqa: ANN401 - another bus's writer with Writer's interface (tools/bench/ingest_kafka.py)
 ) -> dict[str, Any]:
     ep = dep.endpoints(instrument)
     client = CacheClient(ep.cache_router, Sender(sender_id("bench", instrument)), timeout_s=5.0)
-    writer = Writer(dep.domain, min_tai)
+    writer = writer if writer is not None else Writer(dep.domain, min_tai)
     try:
         if not writer.wait_matched(10.0):
             return {"status": "failed", "reason": f"no listener matched {COMPONENT}:{INDEX}.{TOPIC} on domain {dep.domain}"}

@@ -85,16 +85,17 @@ class TimedKafkaPlayer(TimedPlayer, KafkaPlayer):
     """:class:`TimedPlayer` on Kafka (``hs-bench --bus kafka``): the time taken is right after the
     record is handed to the producer, which sends it at once (Tansu's batch.num.messages=1)."""
 
-    def __init__(self, camera: str):
-        KafkaPlayer.__init__(self, log=open(os.devnull, "w"))  # noqa: SIM115
+    def __init__(self, camera: str, env: dict[str, str] | None = None):
+        KafkaPlayer.__init__(self, log=open(os.devnull, "w"), env=env)  # noqa: SIM115
         self.camera = camera
         self.eoit = {}
         self.write_ms = []
         self.slow_writes = 0
 
 
-def timed_player(bus: str, domain: int, camera: str) -> TimedPlayer:
-    return TimedKafkaPlayer(camera) if bus == "kafka" else TimedPlayer(domain, camera)
+def timed_player(bus: str, domain: int, camera: str, env: dict[str, str] | None = None) -> TimedPlayer:
+    """The player of one instance; on Kafka with that instance's bus variables (``env``, default os.environ)."""
+    return TimedKafkaPlayer(camera, env) if bus == "kafka" else TimedPlayer(domain, camera)
 
 
 class Probe:

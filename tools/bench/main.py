@@ -12,9 +12,12 @@ telemetry in this process; and measures, from the moment endOfImageTelemetry is 
 - memory: peak RSS of each process of each instance, and PSS beside it (shared pages shared out).
 
 ``--bus kafka`` runs the instances, the player and the announcement reader on SAL over Kafka (the
-embedded broker and registry unless LSST_KAFKA_BROKER_ADDR is set) and measures the same latencies;
-its floor adds the broker's raw rate with a plain confluent-kafka producer and consumer
-(:mod:`tools.bench.kafka_floor`). The ingest step and the side-by-side run are DDS only for now.
+embedded broker and registry unless LSST_KAFKA_BROKER_ADDR is set) and measures the same latencies,
+the same ingest (a Kafka writer of ESS temperature, :mod:`tools.bench.ingest_kafka`) and the same
+side-by-side run (each instance under a topic subname of its own on the one broker, as each has a
+DDS domain of its own on DDS); its floor adds the broker's raw rate with a plain confluent-kafka
+producer and consumer (:mod:`tools.bench.kafka_floor`). ``--bus dds,kafka`` runs the whole bench on
+each bus in turn and reports them side by side (:mod:`tools.bench.compare`).
 
 JSON goes to stdout (or --json FILE), a short summary to stderr, the latency plot to --plot.
 Targets are reported as met / not met, never asserted: the exit status is 0 unless the bench itself
@@ -41,6 +44,7 @@ from typing import Any
 from protocols.config import load_instance
 from protocols.sal import LOOPBACK_XML
 from tools.bench import ddsperf, floor
+from tools.bench.compare import compare_text, comparison
 from tools.bench.ingest import run_ingest
 from tools.bench.latency import BOOST, NightResult, Probe, TimedPlayer, play_night, timed_player
 from tools.bench.memory import MemorySampler, group_roles
@@ -151,7 +155,7 @@ class Instance:
         self.mem = MemorySampler(self.dep, self.instrument).start()
         self.probe = Probe(self.dep, self.instrument)
         self.probe.wait_ready(timeout)
-        self.player = timed_player(self.dep.bus, self.dep.domain, self.camera)
+        self.player = timed_player(self.dep.bus, self.dep.domain, self.camera, {**os.environ, **self.dep.env})
 
     def night(self, n: int, speed: float, wait_s: float, overlap: bool = False, first_seq: int = 1) -> NightResult:
         assert self.player is not None and self.probe is not None
@@ -241,9 +245,15 @@ def run_camera(inst: Instance, plan: Plan, res: dict[str, Any], series: dict, ke
 
 
 def _ingest(inst: Instance, plan: Plan) -> dict[str, Any]:
-    log(f"ingest: stepping {', '.join(f'{r:.0f}' for r in plan.ingest_rates)} samples/s, {plan.ingest_step_s:g} s each"
+    log(f"ingest ({inst.dep.bus}): stepping {', '.join(f'{r:.0f}' for r in plan.ingest_rates)} samples/s, {plan.ingest_step_s:g} s each"
         + (f", then {plan.ingest_sustain_s:g} s at the best lossless rate" if plan.ingest_sustain_s else ""))
     try:
+        if inst.dep.bus == "kafka":
+            from tools.bench.ingest_kafka import run_ingest_kafka
+
+            inst.dep.apply_env()
+            return run_ingest_kafka(inst.dep, inst.instrument, plan.ingest_rates, plan.ingest_step_s,
+                                    plan.ingest_sustain_s, min_tai=inst.last_tai)  # fmt: skip
         out = run_ingest(inst.dep, inst.instrument, plan.ingest_rates, plan.ingest_step_s, plan.ingest_sustain_s,
                          min_tai=inst.last_tai)  # fmt: skip
     except Exception as exc:  # noqa: BLE001
@@ -251,8 +261,8 @@ def _ingest(inst: Instance, plan: Plan) -> dict[str, Any]:
     return out
 
 
-def run_ingest_alone(base: Path, domain: int, offset: int, plan: Plan, env: dict[str, str]) -> dict[str, Any]:
-    inst = Instance(base, "LATISS", domain, offset, env)
+def run_ingest_alone(base: Path, domain: int, offset: int, plan: Plan, env: dict[str, str], bus: str = "dds") -> dict[str, Any]:
+    inst = Instance(base, "LATISS", domain, offset, env, bus)
     try:
         inst.dep.start()
         inst.dep.start_instance("LATISS")
@@ -266,9 +276,16 @@ def run_ingest_alone(base: Path, domain: int, offset: int, plan: Plan, env: dict
 
 
 def run_side_by_side(base: Path, domain: int, offset: int, plan: Plan, res: dict[str, Any], series: dict,
-                     env: dict[str, str]) -> dict[str, Any]:  # fmt: skip
-    insts = {n: Instance(base / f"side-{n}", n, domain + k, offset + 100 * k, env) for k, n in enumerate(("ComCam", "LSSTCam"))}
-    out: dict[str, Any] = {"status": "ok", "setup": "two supervisord deployments on distinct DDS domains, one machine, "
+                     env: dict[str, str], bus: str = "dds") -> dict[str, Any]:  # fmt: skip
+    """ComCam and LSSTCam at once on one machine: on DDS each on its own domain, on Kafka each under
+    its own topic subname on the one broker (``<subname>-side-<camera>``)."""
+    envs = {n: dict(env) for n in ("ComCam", "LSSTCam")}
+    if bus == "kafka":
+        for n, e in envs.items():
+            e["LSST_TOPIC_SUBNAME"] = f"{e.get('LSST_TOPIC_SUBNAME') or os.environ.get('LSST_TOPIC_SUBNAME') or 'sal'}-side-{n}"
+    insts = {n: Instance(base / f"side-{n}", n, domain + k, offset + 100 * k, envs[n], bus) for k, n in enumerate(("ComCam", "LSSTCam"))}
+    where = "distinct topic subnames on one Kafka broker" if bus == "kafka" else "distinct DDS domains"
+    out: dict[str, Any] = {"status": "ok", "setup": f"two supervisord deployments on {where}, one machine, "
                            "nights played concurrently by two players of the bench process"}  # fmt: skip
     try:
         for inst in insts.values():
@@ -281,7 +298,7 @@ def run_side_by_side(base: Path, domain: int, offset: int, plan: Plan, res: dict
             inst.probe = Probe(inst.dep, inst.instrument)
         for inst in insts.values():
             inst.probe.wait_ready(60)
-            inst.player = TimedPlayer(inst.dep.domain, inst.camera)
+            inst.player = timed_player(bus, inst.dep.domain, inst.camera, {**os.environ, **inst.dep.env})
         results: dict[str, Any] = {}
 
         def play(inst: Instance) -> None:
@@ -382,8 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ingest-sustain", type=float, metavar="SEC",
                    help="seconds of the final run at the best lossless rate (default 60; 0 with --quick)")  # fmt: skip
     p.add_argument("--no-side-by-side", action="store_true", help="skip ComCam + LSSTCam side by side")
-    p.add_argument("--bus", choices=("dds", "kafka"), default="dds",
-                   help="SAL transport (default dds); kafka starts the embedded bus unless LSST_KAFKA_BROKER_ADDR is set")
+    p.add_argument("--bus", default="dds", metavar="dds|kafka|dds,kafka",
+                   help="SAL transport (default dds); kafka starts the embedded bus unless LSST_KAFKA_BROKER_ADDR is set; "
+                        "dds,kafka runs the bench on each and compares them")  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep the run folders, logs and annexes")
     p.add_argument("--annex", choices=("local", "s3"), default="local",
                    help="where the instances write headers: a local folder (default) or S3 (a moto server on loopback)")
@@ -443,31 +461,28 @@ def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dic
         if args.bus == "kafka":
             kafka, bus_env = _kafka_bus(tmp)
         on_kafka = args.bus == "kafka"
-        ingest_done = on_kafka
-        if on_kafka:
-            res["ingest"] = {"status": "skipped", "reason": "the ingest step runs on DDS only (hs-bench --bus dds)"}
+        ingest_done = False
         for k, name in enumerate(plan.cameras):
             t0 = time.monotonic()
-            here = name == "LATISS" and not on_kafka
+            here = name == "LATISS"
             run_camera(Instance(tmp / name, name, dom + k, off + 100 * k, {**env, **bus_env}, args.bus), plan, res, series, keep, here)
             ingest_done = ingest_done or (here and bool(res["ingest"]))
             phases[name] = round(time.monotonic() - t0, 1)
         if not ingest_done:
             t0 = time.monotonic()
-            res["ingest"] = run_ingest_alone(tmp / "ingest", dom + 5, off + 500, plan, env)
+            res["ingest"] = run_ingest_alone(tmp / "ingest", dom + 5, off + 500, plan, {**env, **bus_env}, args.bus)
             phases["ingest"] = round(time.monotonic() - t0, 1)
-        if res["ingest"].get("status") == "ok":
+        if res["ingest"].get("status") == "ok" and not on_kafka:
             size = res["ingest"].get("sample_bytes", 64)
             dp = ddsperf.throughput(dom + 6, max(plan.ddsperf_s, 3.0), size=size)
             res["ingest"]["ddsperf"] = dp
             ours = res["ingest"]["sustained_per_s"] or res["ingest"]["max_lossless_step_per_s"]
             res["ingest"]["ratio_to_ddsperf"] = ratio(ours, dp.get("samples_per_s"), 4)
-        if on_kafka:
-            res["overlap"]["side_by_side"] = {"status": "skipped", "reason": "side by side runs on DDS only"}
-        elif {"ComCam", "LSSTCam"} <= set(plan.cameras) and not args.no_side_by_side:
+        if {"ComCam", "LSSTCam"} <= set(plan.cameras) and not args.no_side_by_side:
             t0 = time.monotonic()
             log(f"ComCam and LSSTCam side by side: {plan.side_exposures} exposures each")
-            res["overlap"]["side_by_side"] = run_side_by_side(tmp / "side", dom + 3, off + 300, plan, res, series, env)
+            res["overlap"]["side_by_side"] = run_side_by_side(tmp / "side", dom + 3, off + 300, plan, res, series,
+                                                              {**env, **bus_env}, args.bus)  # fmt: skip
             phases["side_by_side"] = round(time.monotonic() - t0, 1)
         else:
             res["overlap"]["side_by_side"] = {"status": "skipped", "reason": "needs --cameras with ComCam and LSSTCam"}
@@ -483,6 +498,9 @@ def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dic
                 res["floor"]["kafka_raw"] = raw_rate(settings_from_env({**os.environ, **bus_env}, default_subname="sal"))
             except Exception as exc:  # noqa: BLE001 - reported, the bench goes on
                 res["floor"]["kafka_raw"] = _failure(exc)
+            if res["ingest"].get("status") == "ok":
+                ours = res["ingest"]["sustained_per_s"] or res["ingest"]["max_lossless_step_per_s"]
+                res["ingest"]["ratio_to_kafka_raw"] = ratio(ours, res["floor"]["kafka_raw"].get("end_to_end_per_s"), 4)
         phases["floor"] = round(time.monotonic() - t0, 1)
     except KeyboardInterrupt:
         log("interrupted")
@@ -500,20 +518,14 @@ def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dic
     return res, series
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.repeat < 1:
-        raise SystemExit(f"hs-bench: --repeat must be at least 1, not {args.repeat}")
-    plan = make_plan(args)
-    sys.setswitchinterval(0.0005)  # the player's timestamps must not wait for another thread's time slice
-    os.environ.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
-    t_start = time.monotonic()
+def bench_bus(args: argparse.Namespace, plan: Plan, argv: list[str], plot: Path) -> tuple[dict[str, Any], dict]:
+    """The whole bench on ``args.bus``, ``--repeat`` times folded into one result; the plot written."""
     runs: list[dict[str, Any]] = []
     series: dict[str, dict[str, list[float]]] = {}
     for k in range(args.repeat):
         if args.repeat > 1:
-            log(f"run {k + 1} of {args.repeat}")
-        res, run_series = run_once(args, plan, sys.argv[1:] if argv is None else argv)
+            log(f"run {k + 1} of {args.repeat} ({args.bus})")
+        res, run_series = run_once(args, plan, argv)
         runs.append(res)
         for name, paths in run_series.items():
             for path, values in paths.items():
@@ -531,23 +543,58 @@ def main(argv: list[str] | None = None) -> int:
     res["targets"] = evaluate(res)
     floors = {n: v for n, v in (res["floor"].get("per_camera") or {}).items() if isinstance(v, dict) and "fast_path_ms" in v}
     try:
-        write_plot(args.plot, series, {n: {"fast_path": v["fast_path_ms"], "announcement": v["announcement_ms"]} for n, v in floors.items()},
-                   res.get("ingest"), f"hs-bench {', '.join(plan.cameras)}: {plan.exposures} exposures at {plan.speed:g}x "
+        write_plot(plot, series, {n: {"fast_path": v["fast_path_ms"], "announcement": v["announcement_ms"]} for n, v in floors.items()},
+                   res.get("ingest"), f"hs-bench {', '.join(plan.cameras)} on {args.bus}: {plan.exposures} exposures at {plan.speed:g}x "
                    f"x {len(runs)} run(s) on {os.cpu_count()} CPUs ({res['bench']['started']})")  # fmt: skip
-        res["plot"] = str(args.plot.resolve())
+        res["plot"] = str(plot.resolve())
     except Exception as exc:  # noqa: BLE001
         res["plot"] = None
         res["plot_error"] = f"{type(exc).__name__}: {exc}"
-    res["bench"]["wall_s"] = round(time.monotonic() - t_start, 1)
-    text = json.dumps(res, indent=1, default=str)
+    return res, spread
+
+
+def parse_buses(value: str) -> list[str]:
+    buses = [b.strip() for b in value.split(",") if b.strip()]
+    if not buses or any(b not in ("dds", "kafka") for b in buses) or len(set(buses)) != len(buses):
+        raise SystemExit(f"hs-bench: --bus {value!r}: dds, kafka or dds,kafka")
+    return buses
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.repeat < 1:
+        raise SystemExit(f"hs-bench: --repeat must be at least 1, not {args.repeat}")
+    buses = parse_buses(args.bus)
+    plan = make_plan(args)
+    sys.setswitchinterval(0.0005)  # the player's timestamps must not wait for another thread's time slice
+    os.environ.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
+    t_start = time.monotonic()
+    argv_used = sys.argv[1:] if argv is None else argv
+    results: dict[str, dict[str, Any]] = {}
+    spreads: dict[str, dict[str, list[float]]] = {}
+    for bus in buses:
+        plot = args.plot if len(buses) == 1 else args.plot.with_name(f"{args.plot.stem}-{bus}{args.plot.suffix}")
+        results[bus], spreads[bus] = bench_bus(argparse.Namespace(**{**vars(args), "bus": bus}), plan, argv_used, plot)
+        if results[bus]["bench"].get("interrupted"):
+            break
+    for res in results.values():
+        res["bench"]["wall_s"] = round(time.monotonic() - t_start, 1) if len(results) == 1 else res["bench"]["wall_s"]
+    out: dict[str, Any] = next(iter(results.values())) if len(results) == 1 else {
+        "buses": results, "comparison": comparison(results), "wall_s": round(time.monotonic() - t_start, 1)}  # fmt: skip
+    text = json.dumps(out, indent=1, default=str)
     if args.json:
         args.json.write_text(text + "\n")
     else:
         print(text, flush=True)
-    print(summary_text(res), file=sys.stderr, flush=True)
-    if spread:
-        print(spread_text(spread, len(runs)), file=sys.stderr, flush=True)
-    ran = any(isinstance(v, dict) and v.get("status") == "ok" for v in res["latency"].values())
+    for bus, res in results.items():
+        if len(results) > 1:
+            print(f"hs-bench on {bus}:", file=sys.stderr)
+        print(summary_text(res), file=sys.stderr, flush=True)
+        if spreads[bus]:
+            print(spread_text(spreads[bus], res["bench"]["repeat"]["runs"]), file=sys.stderr, flush=True)
+    if len(results) > 1:
+        print(compare_text(results), file=sys.stderr, flush=True)
+    ran = any(isinstance(v, dict) and v.get("status") == "ok" for res in results.values() for v in res["latency"].values())
     return 0 if ran else 1
 
 

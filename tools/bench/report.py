@@ -156,8 +156,13 @@ def summary_text(res: dict[str, Any]) -> str:
         lines.append(f"  ingest ({ing['topic']}): {steps}")
         for sus in ing.get("sustain_runs") or []:
             lines.append(f"  ingest sustained: {sus['achieved_per_s']:.0f}/s for {sus['seconds']:.0f} s, lost {sus['lost']}")
-        dp = ing.get("ddsperf") or {}
-        lines.append(f"  ddsperf raw: {dp.get('samples_per_s', '-')} samples/s; ratio {ing.get('ratio_to_ddsperf')}")
+        if ing.get("bus") == "kafka":
+            kr = _get(res, "floor", "kafka_raw") or {}
+            lines.append(f"  Kafka raw (plain confluent-kafka, end to end): {kr.get('end_to_end_per_s', '-')} samples/s; "
+                         f"ratio {ing.get('ratio_to_kafka_raw')}")  # fmt: skip
+        else:
+            dp = ing.get("ddsperf") or {}
+            lines.append(f"  ddsperf raw: {dp.get('samples_per_s', '-')} samples/s; ratio {ing.get('ratio_to_ddsperf')}")
     elif ing:
         lines.append(f"  ingest FAILED: {ing.get('reason')}")
     for inst, m in (res.get("memory") or {}).items():
