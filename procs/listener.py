@@ -384,15 +384,33 @@ def records_of(taken: list[tuple[bytes, int | None]], cls: Any, counts: Counters
     return out
 
 
+SUBSCRIBERS_WAIT_S = 2.0  # a (re)started listener waits this long at most for its subscribers
+
+
+def wait_for_subscribers(pub: zmq.Socket, prefixes: list[bytes], timeout_s: float) -> set[bytes]:
+    """Until the cache's and the composer's subscriptions reach this XPUB socket (or ``timeout_s``);
+    returns the prefixes still missing. A restarted listener's first takes are what the bus kept
+    for it (the camera's last events): published before its subscribers reconnect, ZeroMQ would
+    drop them, and with them the exposures taken while it was down."""
+    want = {b"\x01" + p for p in prefixes}
+    end = time.monotonic() + timeout_s
+    while want and time.monotonic() < end and pub.poll(50):
+        want.discard(pub.recv())
+    return {w[1:] for w in want}
+
+
 def run(cfg: InstanceConfig, stop: Stop) -> None:
     topics = needed_topics(cfg)
     ctx = zmq.Context.instance()
-    pub = ctx.socket(zmq.PUB)
+    pub = ctx.socket(zmq.XPUB)  # a PUB socket that hears its subscriptions (wait_for_subscribers)
     pub.setsockopt(zmq.SNDHWM, 200000)
     pub.bind(cfg.endpoints.listener_pub)
     router = ctx.socket(zmq.ROUTER)
     router.bind(cfg.endpoints.listener_router)
     ring = ReplayRing(cfg.listener_replay)
+    missing = wait_for_subscribers(pub, [b"sal.", f"sal.{cfg.camera}.".encode()], SUBSCRIBERS_WAIT_S)
+    if missing:
+        log.warning("no subscriber to %s after %.0f s: publishing anyway", b", ".join(sorted(missing)).decode(), SUBSCRIBERS_WAIT_S)
     if cfg.bus == "kafka":
         run_kafka(cfg, stop, topics, pub, router, ring)
         return
@@ -424,6 +442,8 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
         if time.monotonic() - last_status > 10:
             last_status = time.monotonic()
             pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", {"counts": counts.as_dict()}))
+            while pub.poll(0):  # subscriptions heard since: read, nothing to do with them
+                pub.recv()
         if not quiet:
             bus.pause(GATHER_S)
     pub.close(linger=500)
@@ -475,6 +495,8 @@ def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pu
             last_status = time.monotonic()
             counts["bad_records"] = sum(source.reader.bad.values())
             pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", {"counts": counts.as_dict(), "bad": dict(source.reader.bad)}))
+            while pub.poll(0):  # subscriptions heard since: read, nothing to do with them
+                pub.recv()
     source.commit(force=True)
     source.close()
     pub.close(linger=500)
