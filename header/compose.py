@@ -242,7 +242,7 @@ def resolve_all(cfg: InstanceConfig, kmap: KeywordMap, inputs: ExposureInputs, s
 # the encoded sensor HDUs are already known: only what changed since is computed then.
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)  # five LSSTCam pointings (205 sensors each)
 def _wcs_cached(ra: float, dec: float, rotpa: float, camera: str, raft: str, slot: str, vendor: str) -> tuple:
     return tuple(default_wcs(ra, dec, rotpa, camera, raft, slot, vendor).items())
 
@@ -264,9 +264,9 @@ def encoded_hdu(cards: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(checksum_cards(list(cards)))
 
 
-#: Reduced keywords by what a reduction reads (see _reduced_key):
-#: several headers' worth for the largest keyword map.
-_REDUCED: BoundedMemo[Resolved] = BoundedMemo(4096)
+#: Reduced keywords by what a reduction reads (see _reduced_key): six headers' worth for the largest
+#: keyword map (LSSTCam reduces ~80 a header); more only held per-sensor values nothing reads again.
+_REDUCED: BoundedMemo[Resolved] = BoundedMemo(512)
 #: Encoded sensor HDUs with their notes: two LSSTCam headers' worth and more.
 _SENSOR_HDUS: "BoundedMemo[tuple[tuple[str, ...], Notes]]" = BoundedMemo(1024)
 #: What every sensor HDU of a header shares, one object per distinct value: the sensors' memo keys

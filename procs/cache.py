@@ -42,37 +42,49 @@ class History:
     """Samples of one topic key, ordered by TAI time, bounded by age, count and bytes.
 
     Samples are kept as the SAL records the listener sent (CDR bytes behind a small header) and
-    decoded only when asked for.
+    decoded only when asked for. The oldest samples are dropped by moving ``start`` (their slots
+    released) and the lists compacted once that dead prefix is as long as what is kept: a full
+    history drops one sample per sample added, and deleting from the front of a 20,000-entry list
+    each time cost more than the rest of storing a sample.
     """
 
-    __slots__ = ("component", "topic", "times", "samples", "nbytes")
+    __slots__ = ("component", "topic", "times", "samples", "nbytes", "start")
 
     def __init__(self, component: str, topic: str) -> None:
         self.component = component
         self.topic = topic
         self.times: list[float] = []
-        self.samples: list[bytes] = []
+        self.samples: list[bytes | None] = []  # None: a dropped slot before ``start``
         self.nbytes = 0
+        self.start = 0  # index of the oldest sample kept
+
+    def __len__(self) -> int:
+        return len(self.times) - self.start
 
     def add(self, t: float, raw: bytes, max_samples: int, max_age: float, max_bytes: float) -> None:
-        if not self.times or t >= self.times[-1]:
-            self.times.append(t)
-            self.samples.append(raw)
+        times, samples, start = self.times, self.samples, self.start
+        if len(times) == start or t >= times[-1]:
+            times.append(t)
+            samples.append(raw)
         else:
-            i = bisect.bisect_right(self.times, t)
-            self.times.insert(i, t)
-            self.samples.insert(i, raw)
+            i = bisect.bisect_right(times, t, start)
+            times.insert(i, t)
+            samples.insert(i, raw)
         self.nbytes += len(raw)
-        if len(self.times) <= max_samples and self.times[0] >= self.times[-1] - max_age and self.nbytes <= max_bytes:
+        if len(times) - start <= max_samples and times[start] >= times[-1] - max_age and self.nbytes <= max_bytes:
             return
-        horizon = self.times[-1] - max_age
-        drop = max(len(self.times) - max_samples, bisect.bisect_left(self.times, horizon))
-        while self.nbytes - sum(len(r) for r in self.samples[:drop]) > max_bytes and drop < len(self.times) - 1:
-            drop += max(1, (len(self.times) - drop) // 20)
-        if drop > 0:
-            self.nbytes -= sum(len(r) for r in self.samples[:drop])
-            del self.times[:drop]
-            del self.samples[:drop]
+        end = len(times)
+        keep_from = max(end - max_samples, bisect.bisect_left(times, times[-1] - max_age, start))
+        while self.nbytes - sum(len(r) for r in samples[start:keep_from]) > max_bytes and keep_from < end - 1:  # type: ignore[arg-type]
+            keep_from += max(1, (end - keep_from) // 20)
+        if keep_from > start:
+            self.nbytes -= sum(len(r) for r in samples[start:keep_from])  # type: ignore[arg-type]
+            samples[start:keep_from] = [None] * (keep_from - start)
+            self.start = keep_from
+            if keep_from >= end - keep_from:
+                del times[:keep_from]
+                del samples[:keep_from]
+                self.start = 0
 
     def decode(self, raw: bytes) -> dict[str, Any] | None:
         """The sample, or None when its bytes do not decode (it then counts as missing)."""
@@ -83,15 +95,15 @@ class History:
             return None
 
     def as_of(self, t: float) -> dict[str, Any] | None:
-        i = bisect.bisect_right(self.times, t)
-        return self.decode(self.samples[i - 1]) if i else None
+        i = bisect.bisect_right(self.times, t, self.start)
+        return self.decode(self.samples[i - 1]) if i > self.start else None  # type: ignore[arg-type]
 
     def between(self, t0: float, t1: float) -> list[dict[str, Any]]:
-        lo, hi = bisect.bisect_left(self.times, t0), bisect.bisect_right(self.times, t1)
-        return [d for d in map(self.decode, self.samples[lo:hi]) if d is not None]
+        lo, hi = bisect.bisect_left(self.times, t0, self.start), bisect.bisect_right(self.times, t1, self.start)
+        return [d for d in map(self.decode, self.samples[lo:hi]) if d is not None]  # type: ignore[arg-type]
 
     def latest(self) -> dict[str, Any] | None:
-        return self.decode(self.samples[-1]) if self.samples else None
+        return self.decode(self.samples[-1]) if len(self) else None  # type: ignore[arg-type]
 
 
 class Store:
@@ -275,10 +287,31 @@ class CacheServer:
         self.counts["replayed"] += len(body.messages)
         return body.oldest <= since + 1
 
-    def apply(self, topic_frame: bytes, raw: bytes, sender: str, seq: int) -> None:
-        key, t = self.store.add(topic_frame, raw)
-        self.disk.add(topic_frame, raw)
+    def apply(self, topic_frame: bytes, payload: bytes, sender: str, seq: int) -> None:
+        """One listener message: a SAL record or a batch of them (:func:`protocols.salrecord.records`).
+        A batch that does not parse is refused whole (ValueError); a record that cannot be stored
+        is counted and logged, and the rest of its batch is stored."""
+        recs = salrecord.records(payload)
         self.applied[sender] = seq
+        for raw in recs:
+            try:
+                key, t = self.store.add(topic_frame, raw)
+            except (ValueError, KeyError, UnicodeDecodeError) as exc:
+                if len(recs) == 1:
+                    raise
+                self.counts["bad_records"] += 1
+                log.warning("bad record in a batch from the listener ignored: %s", exc)
+                continue
+            self.disk.add(topic_frame, raw)
+            self.counts["samples"] += 1
+            if self.outages or self.open_outage is not None:
+                self.observed(key, t)
+            elif t > self.last_sample_time:
+                self.last_sample_time = t
+
+    def observed(self, key: str, t: float) -> None:
+        """A sample stamped ``t`` was stored while an outage is recorded or open: a replayed sample
+        inside the last outage clears it, the first telemetry after an open one closes it."""
         if (
             self.outages
             and self.outages[-1][0] < t < self.outages[-1][1]
@@ -296,7 +329,6 @@ class CacheServer:
             self.open_outage = None
         if self.open_outage is None and t > self.last_sample_time:
             self.last_sample_time = t
-        self.counts["samples"] += 1
 
     def is_telemetry(self, key: str) -> bool:
         h = self.store.histories[key]
@@ -351,7 +383,7 @@ class CacheServer:
         elif isinstance(req, messages.LatestRequest):
             reply = messages.LatestReply({k: (self.store.histories[k].latest() if k in self.store.histories else None) for k in req.keys})
         else:
-            reply = messages.CacheStatus(self.outages, self.counts.as_dict(), {k: len(h.times) for k, h in self.store.histories.items()})
+            reply = messages.CacheStatus(self.outages, self.counts.as_dict(), {k: len(h) for k, h in self.store.histories.items()})
         self.router.send_multipart(ident + self.sender.frames(reply.topic(), reply.encode()))
 
     def refuse(self, ident: list[bytes], error: str, topic: str = "ctl.reply.error") -> None:
@@ -423,13 +455,27 @@ class CacheServer:
             events = dict(poller.poll(50))
             pacer.step(quiet=not events)
             if self.sub in events:
-                drain(self.sub, self.on_sample, 5000)
+                self.take_samples()
             if self.router in events:
                 drain(self.router, self.on_request)
             if self.parked:
                 self.release_parked()
         self.flush()
 
+
+    def take_samples(self, budget_s: float = 0.01) -> None:
+        """Store what the listener sent, for at most ``budget_s`` (then requests are answered: a
+        burst of telemetry never keeps a header's collect waiting behind it)."""
+        end = time.monotonic() + budget_s
+        recv, handle = self.sub.recv_multipart, self.on_sample
+        while True:
+            for _ in range(64):
+                try:
+                    handle(recv(zmq.NOBLOCK))
+                except zmq.Again:
+                    return
+            if time.monotonic() > end:
+                return
 
     def flush(self) -> None:
         try:

@@ -266,8 +266,10 @@ class Composer:
             return
         if st.restarted:
             self.resync_from_cache()
-        msg.payload["composerStamp"] = tai_now()
-        self.guarded(msg.topic, self.apply_event, msg.payload, "listener", (msg.envelope.sender, msg.envelope.seq))
+        # the listener sends camera topics one sample per message; a batch is taken in its order
+        for sample in msg.payload if isinstance(msg.payload, list) else [msg.payload]:
+            sample["composerStamp"] = tai_now()
+            self.guarded(msg.topic, self.apply_event, sample, "listener", (msg.envelope.sender, msg.envelope.seq))
         self.check_deadlines()
 
     def guarded(self, what: str, handle: Any, *args: Any) -> Any:
@@ -519,8 +521,9 @@ class Composer:
         poller.register(self.acks, zmq.POLLIN)
         pacer = GcPacer()
         while not stop.requested:
-            events = dict(poller.poll(0 if self.machine.precompose_due else 100))
-            if not events and self.machine.precompose_due:
+            ready = self.machine.precompose_ready()
+            events = dict(poller.poll(0 if ready else 100))
+            if not events and ready:
                 self.precompose_next()
                 continue
             pacer.step(quiet=not events and not any("startReadout" in e.events for e in self.open.values()))

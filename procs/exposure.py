@@ -571,9 +571,35 @@ class ExposureMachine:
                 out.append(Send(name, version, body, resend=True))
         return out
 
+    def held(self, name: str) -> bool:
+        """Whether an exposure's provisional composition waits: while an exposure that began its
+        readout earlier still awaits its endOfImageTelemetry. That end is due within the readout
+        (seconds, or a few hundred ms at a bench's fast clock) and must never queue behind tens of
+        ms of work that only saves time later; it is composed first, then this one's head start."""
+        exp = self.open.get(name)
+        if exp is None or "startReadout" not in exp.events:
+            return False
+        mine = exp.events["startReadout"].get("sndStamp")
+        for other in self.open.values():
+            if other is exp or "endOfImageTelemetry" in other.events or "startReadout" not in other.events:
+                continue
+            theirs = other.events["startReadout"].get("sndStamp")
+            if isinstance(theirs, (int, float)) and isinstance(mine, (int, float)) and theirs < mine:
+                return True
+        return False
+
+    def precompose_ready(self) -> bool:
+        """A provisional composition is due and not held (see :meth:`held`)."""
+        return any(not self.held(name) for name in self.precompose_due)
+
     def next_precompose(self) -> OpenExposure | None:
-        """The next exposure due a provisional composition (None if it no longer needs one)."""
-        name = next(iter(self.precompose_due))
+        """The next exposure due a provisional composition and not held (None if there is none, or
+        if it no longer needs one)."""
+        for name in self.precompose_due:
+            if not self.held(name):
+                break
+        else:
+            return None
         del self.precompose_due[name]
         exp = self.open.get(name)
         return exp if exp is not None and "endOfImageTelemetry" not in exp.events else None

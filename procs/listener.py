@@ -5,6 +5,12 @@ publishes each sample unchanged on a PUB socket, topic ``sal.<Component>.<topic>
 bytes as a SAL record (:mod:`protocols.salrecord`, with salIndex, private_sndStamp, the time it was
 taken and its DDS source timestamp in a fixed header). Bus access sits behind :class:`DdsBus`.
 
+Samples are taken from each reader in takes of up to :data:`TAKE_N`; the samples of one take of a
+topic go out as one message, a batch of records (:func:`protocols.salrecord.encode_batch`), so that
+a busy topic costs one envelope, one send and one ring entry per take rather than per sample. Camera
+topics (what the composer subscribes to) always go one sample per message: the composer acts on each
+event as it comes. What was published is kept in a :class:`ReplayRing` for a cache that missed it.
+
 On Kafka (``bus: kafka``), :class:`KafkaSource` reads the same topics in the stable consumer group
 ``hs-listener-<instrument>``, turns each Avro value into the same SAL record (format 1: the sample's
 fields encoded as the CDR the DDS bus would have carried, so cache and composer are unchanged) and
@@ -17,6 +23,7 @@ keyword map reads) are counted and logged with topic and offset by the reader, n
 from __future__ import annotations
 
 import base64
+import ctypes
 import logging
 import os
 import time
@@ -33,7 +40,9 @@ from protocols.timescale import utc_from_tai
 from protocols.messages import ErrorReply, RefillReply, RefillRequest, ReplayReply, ReplayRequest, decode_request
 
 log = logging.getLogger("listener")
-REPLAY_BYTES = 48e6  # payload bytes the replay ring keeps, whatever the message count
+REPLAY_BYTES = 16e6  # payload bytes the replay ring keeps (LATISS: ~3 min of 4.9 kB ATPtg.mountPositions at 20 Hz)
+TAKE_N = 4096  # samples taken from one reader at a time (one batch message at most)
+GATHER_S = 0.001  # after a busy poll, other topics' samples gather this long (camera events never wait)
 
 
 def needed_topics(cfg: InstanceConfig) -> list[tuple[str, str]]:
@@ -44,23 +53,27 @@ def needed_topics(cfg: InstanceConfig) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def sample_record(cdr: bytes, source_ns: int | None, decode_cls: Any) -> bytes:
+def sample_record(cdr: bytes, source_ns: int | None, decode_cls: Any, taken: float | None = None) -> bytes:
     """One sample's SAL record (:mod:`protocols.salrecord`): its CDR bytes, unchanged, behind a
-    header with salIndex and private_sndStamp, read without decoding the sample."""
+    header with salIndex and private_sndStamp, read without decoding the sample; ``taken`` is the
+    TAI time it was taken (now when not given)."""
     peeked = salrecord.index_and_stamp(cdr)
     if peeked is None:  # an encoding read only by the generic deserializer
         sample = decode_cls.deserialize(cdr)
         peeked = (sample.salIndex, sample.private_sndStamp)
-    return salrecord.encode(cdr, peeked[0], peeked[1], tai_now(), source_ns)
+    return salrecord.encode(cdr, peeked[0], peeked[1], tai_now() if taken is None else taken, source_ns)
 
 
 class DdsBus:
     """Readers for a set of SAL topics on one DDS domain, drained through one WaitSet.
 
     Samples are taken as their serialized bytes: the listener never decodes a sample, it forwards it.
+    The ``urgent`` topics (the camera's events) come last in every poll, after the samples that
+    reached the listener before them, and have a waitset of their own: :meth:`pause` lets other
+    topics' samples gather into larger takes while never holding back an urgent one.
     """
 
-    def __init__(self, domain: int, topics: list[tuple[str, str]]):
+    def __init__(self, domain: int, topics: list[tuple[str, str]], urgent: frozenset[tuple[str, str]] = frozenset()):
         sal.ensure_loopback_dds()
         from cyclonedds.core import InstanceState, ReadCondition, SampleState, ViewState, WaitSet
         from cyclonedds.domain import DomainParticipant
@@ -71,6 +84,8 @@ class DdsBus:
         self.waitset = WaitSet(self.dp)
         self.readers: list[tuple[str, str, Any, bytes, Any]] = []
         self.mask = SampleState.Any | ViewState.Any | InstanceState.Any
+        self.by_attach: dict[int, int] = {}  # a condition's waitset attach value -> its reader's index
+        self.urgent_waitset = WaitSet(self.dp)
         for component, name in topics:
             st = sal.get_topic(component, name)
             cls = sal.idl_class(component, name)
@@ -78,30 +93,106 @@ class DdsBus:
             reader = DataReader(self.dp, topic, qos=sal.reader_qos(st.kind))
             cond = ReadCondition(reader, SampleState.NotRead | ViewState.Any | InstanceState.Any)
             self.waitset.attach(cond)
+            self.by_attach[ctypes.addressof(self.waitset.attached[-1][1])] = len(self.readers)
             self.readers.append((component, name, reader, f"sal.{component}.{name}".encode(), cls))
+            if (component, name) in urgent:
+                self.urgent_waitset.attach(ReadCondition(reader, SampleState.NotRead | ViewState.Any | InstanceState.Any))
+        self.triggered = (ctypes.c_void_p * len(self.readers))()
+        # taken in this order: urgent topics after the others
+        self.order = sorted(range(len(self.readers)), key=lambda i: self.readers[i][:2] in urgent)
+        self.rank = {i: r for r, i in enumerate(self.order)}
 
-    def poll(self, timeout_s: float) -> Iterator[tuple[str, str, bytes, bytes, int | None, Any]]:
-        """(component, topic, topic frame, CDR bytes, source ns, type) per valid sample.
+    def pause(self, seconds: float) -> None:
+        """Wait up to ``seconds`` unless an urgent topic has (or gets) a sample: between two polls,
+        so that a busy topic's samples are taken by the hundred instead of one per wake-up."""
+        if self.urgent_waitset.attached:
+            self.urgent_waitset.wait(int(seconds * 1e9))
+        else:
+            time.sleep(seconds)
+
+    def ready(self, timeout_s: float) -> list[tuple[str, str, Any, bytes, Any]]:
+        """The readers whose condition triggered within ``timeout_s``: Cyclone's waitset names them
+        (dds_waitset_wait's attach values), so a wake-up for one topic takes from that topic alone
+        rather than from all ~30; every reader when the binding does not expose that call."""
+        ws = self.waitset
+        try:
+            n = ws._waitset_wait(ws._ref, self.triggered, len(self.readers), int(timeout_s * 1e9))
+        except (AttributeError, ctypes.ArgumentError):  # another binding version: the public wait
+            ws.wait(int(timeout_s * 1e9))
+            return [self.readers[i] for i in self.order]
+        if n < 0:
+            raise RuntimeError(f"DDS waitset wait failed: code {n}")
+        picked = {self.by_attach.get(self.triggered[k] or 0, -1) for k in range(min(n, len(self.readers)))}
+        if not picked or -1 in picked:
+            return [self.readers[i] for i in self.order]
+        return [self.readers[i] for i in sorted(picked, key=self.rank.__getitem__)]
+
+    def poll(self, timeout_s: float) -> Iterator[tuple[str, str, bytes, list[tuple[bytes, int | None]], Any]]:
+        """(component, topic, topic frame, [(CDR bytes, source ns)...], type) per reader with valid
+        samples, up to :data:`TAKE_N` of them per reader and call.
 
         When the DDS binding gives no access to serialized samples, a sample is taken decoded and
         serialized again."""
-        from cyclonedds.util import duration
-
-        self.waitset.wait(duration(seconds=timeout_s))
-        for component, name, reader, frame, cls in self.readers:
+        for component, name, reader, frame, cls in self.ready(timeout_s):
             if _take_raw is not None:
-                got = _take_raw(reader._ref, self.mask, 512)
+                got = _take_raw(reader._ref, self.mask, TAKE_N)
                 if isinstance(got, int):
                     raise RuntimeError(f"DDS take failed on {component}.{name}: code {got}")
-                for data, info in got:
-                    if info.valid_data:
-                        yield component, name, frame, data, info.source_timestamp, cls
+                taken = [(data, info.source_timestamp) for data, info in got if info.valid_data]
             else:
-                for s in reader.take(N=512):
-                    info = getattr(s, "sample_info", None)
+                taken = []
+                for smp in reader.take(N=TAKE_N):
+                    info = getattr(smp, "sample_info", None)
                     if info is not None and not info.valid_data:
                         continue
-                    yield component, name, frame, s.serialize(), (info.source_timestamp if info else None), cls
+                    taken.append((smp.serialize(), info.source_timestamp if info else None))
+            if taken:
+                yield component, name, frame, taken, cls
+
+
+class ReplayRing:
+    """The listener's last messages, for a cache that missed some (the clone pattern's snapshot).
+
+    Bounded by the samples they carry (``max_samples``: a batch counts its records) and by their
+    payload bytes, whichever is reached first; the newest message is always kept. One ring serves
+    both buses."""
+
+    def __init__(self, max_samples: int, max_bytes: float = REPLAY_BYTES):
+        self.max_samples, self.max_bytes = max_samples, max_bytes
+        self.entries: deque[tuple[int, list[bytes], int]] = deque()  # (seq, frames, samples)
+        self.samples = 0
+        self.nbytes = 0
+
+    def append(self, seq: int, frames: list[bytes], samples: int = 1) -> None:
+        self.entries.append((seq, frames, samples))
+        self.samples += samples
+        self.nbytes += len(frames[2])
+        while (self.nbytes > self.max_bytes or self.samples > self.max_samples) and len(self.entries) > 1:
+            _, old, n = self.entries.popleft()
+            self.nbytes -= len(old[2])
+            self.samples -= n
+
+    def oldest(self, next_seq: int) -> int:
+        """Sequence number of the oldest message kept (``next_seq`` when empty)."""
+        return self.entries[0][0] if self.entries else next_seq
+
+    def after(self, since: int) -> list[tuple[int, list[bytes]]]:
+        """(seq, frames) of the messages after ``since``, oldest first."""
+        return [(seq, frames) for seq, frames, _ in self.entries if seq > since]
+
+
+class Publisher:
+    """The listener's PUB socket and its ring: numbers each message, sends it, keeps it for replay."""
+
+    def __init__(self, pub: zmq.Socket, sender: Sender, ring: ReplayRing, counts: Counters):
+        self.pub, self.sender, self.ring, self.counts = pub, sender, ring, counts
+
+    def publish(self, frame: bytes, payload: bytes, samples: int = 1) -> None:
+        frames = [frame, self.sender.envelope(), payload]
+        self.pub.send_multipart(frames, copy=len(payload) < 4096)
+        self.ring.append(self.sender.seq, frames, samples)
+        self.counts["samples"] += samples
+        self.counts["messages"] += 1
 
 
 class KafkaSource:
@@ -248,9 +339,9 @@ except ImportError:  # pragma: no cover - another binding version
     _take_raw = None
 
 
-def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Counters, refill: Any = None) -> None:
+def serve_replays(router: zmq.Socket, ring: ReplayRing, sender: Sender, counts: Counters, refill: Any = None) -> None:
     """Answer ``{op: replay, since: seq}``: the messages after ``since`` still in the ring, as
-    ``[topic, seq, base64 of the SAL record]``.
+    ``[topic, seq, base64 of the payload]`` (a SAL record or a batch of them, as sent).
 
     A cache that saw a gap or restarted asks for what it missed (the clone pattern's snapshot).
     On Kafka, ``{op: refill, t0, t1}`` (hs-catchup) has ``refill`` publish that window again from
@@ -271,30 +362,61 @@ def serve_replays(router: zmq.Socket, ring: deque, sender: Sender, counts: Count
                 router.send_multipart(ident + sender.frames(done.topic(), done.encode()))
                 continue
             since = req.since
-            msgs = [(f[0].decode(), seq, base64.b64encode(f[2]).decode()) for seq, f in ring if seq > since]
-            body = ReplayReply(sender.sender, ring[0][0] if ring else sender.seq + 1, msgs).encode()
+            msgs = [(f[0].decode(), seq, base64.b64encode(f[2]).decode()) for seq, f in ring.after(since)]
+            body = ReplayReply(sender.sender, ring.oldest(sender.seq + 1), msgs).encode()
         except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
             counts["bad_requests"] += 1
             body = ErrorReply(f"bad replay request: {exc}").encode()
         router.send_multipart(ident + sender.frames("ctl.reply.replay", body))
 
 
+def records_of(taken: list[tuple[bytes, int | None]], cls: Any, counts: Counters, what: str) -> list[bytes]:
+    """SAL records of one take (one reception time: the take's); a sample that cannot be read is
+    counted and logged, never fatal."""
+    out = []
+    now = tai_now()
+    for cdr, src_ns in taken:
+        try:
+            out.append(sample_record(cdr, src_ns, cls, now))
+        except Exception as exc:  # noqa: BLE001 - a sample we cannot read is counted, never fatal
+            counts["malformed"] += 1
+            log.warning("malformed %s sample dropped: %s", what, exc)
+    return out
+
+
+SUBSCRIBERS_WAIT_S = 2.0  # a (re)started listener waits this long at most for its subscribers
+
+
+def wait_for_subscribers(pub: zmq.Socket, prefixes: list[bytes], timeout_s: float) -> set[bytes]:
+    """Until the cache's and the composer's subscriptions reach this XPUB socket (or ``timeout_s``);
+    returns the prefixes still missing. A restarted listener's first takes are what the bus kept
+    for it (the camera's last events): published before its subscribers reconnect, ZeroMQ would
+    drop them, and with them the exposures taken while it was down."""
+    want = {b"\x01" + p for p in prefixes}
+    end = time.monotonic() + timeout_s
+    while want and time.monotonic() < end and pub.poll(50):
+        want.discard(pub.recv())
+    return {w[1:] for w in want}
+
+
 def run(cfg: InstanceConfig, stop: Stop) -> None:
     topics = needed_topics(cfg)
     ctx = zmq.Context.instance()
-    pub = ctx.socket(zmq.PUB)
+    pub = ctx.socket(zmq.XPUB)  # a PUB socket that hears its subscriptions (wait_for_subscribers)
     pub.setsockopt(zmq.SNDHWM, 200000)
     pub.bind(cfg.endpoints.listener_pub)
-    sender = Sender(sender_id("listener", cfg.instrument))
     router = ctx.socket(zmq.ROUTER)
     router.bind(cfg.endpoints.listener_router)
-    status_sender = Sender(sender_id("listener-status", cfg.instrument))  # sal.* numbers stay contiguous
-    ring: deque[tuple[int, list[bytes]]] = deque()
+    ring = ReplayRing(cfg.listener_replay)
+    missing = wait_for_subscribers(pub, [b"sal.", f"sal.{cfg.camera}.".encode()], SUBSCRIBERS_WAIT_S)
+    if missing:
+        log.warning("no subscriber to %s after %.0f s: publishing anyway", b", ".join(sorted(missing)).decode(), SUBSCRIBERS_WAIT_S)
     if cfg.bus == "kafka":
         run_kafka(cfg, stop, topics, pub, router, ring)
         return
-    ring_bytes = 0
-    bus = DdsBus(cfg.dds_domain, topics)
+    sender = Sender(sender_id("listener", cfg.instrument))
+    status_sender = Sender(sender_id("listener-status", cfg.instrument))  # sal.* numbers stay contiguous
+    bus = DdsBus(cfg.dds_domain, topics, urgent=frozenset(t for t in topics if t[0] == cfg.camera))
     log.info(
         "listening on DDS domain %d to %d topics, publishing on %s",
         cfg.dds_domain,
@@ -302,34 +424,33 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
         cfg.endpoints.listener_pub,
     )
     counts = Counters()
+    out = Publisher(pub, sender, ring, counts)
     last_status = time.monotonic()
     pacer = GcPacer()
     while not stop.requested:
         before = counts["samples"]
-        for component, name, frame, cdr, src_ns, cls in bus.poll(0.2):
-            try:
-                payload = sample_record(cdr, src_ns, cls)
-            except Exception as exc:  # a sample we cannot read is counted, never fatal
-                counts["malformed"] += 1
-                log.warning("malformed %s.%s sample dropped: %s", component, name, exc)
-                continue
-            frames = [frame, sender.envelope(), payload]
-            pub.send_multipart(frames)
-            ring.append((sender.seq, frames))
-            ring_bytes += len(payload)
-            while (ring_bytes > REPLAY_BYTES or len(ring) > cfg.listener_replay) and len(ring) > 1:
-                ring_bytes -= len(ring.popleft()[1][2])
-            counts["samples"] += 1
-        pacer.step(quiet=counts["samples"] == before)
+        for component, name, frame, taken, cls in bus.poll(0.2):
+            recs = records_of(taken, cls, counts, f"{component}.{name}")
+            if component == cfg.camera or len(recs) == 1:  # the composer's events: one per message
+                for rec in recs:
+                    out.publish(frame, rec)
+            elif recs:
+                out.publish(frame, salrecord.encode_batch(recs), len(recs))
+        quiet = counts["samples"] == before
+        pacer.step(quiet=quiet)
         serve_replays(router, ring, sender, counts)
         if time.monotonic() - last_status > 10:
             last_status = time.monotonic()
             pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", {"counts": counts.as_dict()}))
+            while pub.poll(0):  # subscriptions heard since: read, nothing to do with them
+                pub.recv()
+        if not quiet:
+            bus.pause(GATHER_S)
     pub.close(linger=500)
     router.close(linger=0)
 
 
-def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pub: zmq.Socket, router: zmq.Socket, ring: deque) -> None:
+def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pub: zmq.Socket, router: zmq.Socket, ring: ReplayRing) -> None:
     """The listener's loop on Kafka: publish each batch, then commit its offsets."""
     sender = Sender(sender_id("listener", cfg.instrument) + RESUMING)
     status_sender = Sender(sender_id("listener-status", cfg.instrument))
@@ -350,24 +471,14 @@ def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pu
     log.info("listening on Kafka (%s, group hs-listener-%s) to %d topics, publishing on %s",
              source.settings.broker_addr, cfg.instrument, len(topics), cfg.endpoints.listener_pub)  # fmt: skip
     counts = Counters()
-    ring_bytes = 0
+    out = Publisher(pub, sender, ring, counts)
     last_status = time.monotonic()
     pacer = GcPacer()
-
-    def publish(frame: bytes, payload: bytes) -> None:
-        nonlocal ring_bytes
-        frames = [frame, sender.envelope(), payload]
-        pub.send_multipart(frames)
-        ring.append((sender.seq, frames))
-        ring_bytes += len(payload)
-        while (ring_bytes > REPLAY_BYTES or len(ring) > cfg.listener_replay) and len(ring) > 1:
-            ring_bytes -= len(ring.popleft()[1][2])
-        counts["samples"] += 1
 
     def refill(t0: float, t1: float) -> int:
         n = 0
         for frame, payload in source.refill(t0, t1):
-            publish(frame, payload)
+            out.publish(frame, payload)
             n += 1
         counts["refilled"] += n
         log.info("refill of %.3f .. %.3f TAI: %d samples published again from Kafka", t0, t1, n)
@@ -376,7 +487,7 @@ def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pu
     while not stop.requested:
         before = counts["samples"]
         for frame, payload in source.poll(0.2, counts):
-            publish(frame, payload)
+            out.publish(frame, payload)
         source.commit()
         pacer.step(quiet=counts["samples"] == before)
         serve_replays(router, ring, sender, counts, refill)
@@ -384,6 +495,8 @@ def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pu
             last_status = time.monotonic()
             counts["bad_records"] = sum(source.reader.bad.values())
             pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", {"counts": counts.as_dict(), "bad": dict(source.reader.bad)}))
+            while pub.poll(0):  # subscriptions heard since: read, nothing to do with them
+                pub.recv()
     source.commit(force=True)
     source.close()
     pub.close(linger=500)

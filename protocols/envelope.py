@@ -4,8 +4,8 @@ Frame 0 is a topic usable as a SUB prefix (``sal.<Component>.<topic>``, ``hdr.<i
 ``ctl.<...>``); frame 1 the envelope (JSON: format version, per-sender sequence number, TAI send
 time, sender identity including its incarnation); frame 2 the payload: JSON, except on ``sal.*``
 topics, whose payload is the SAL record of :mod:`protocols.salrecord` (the sample's own CDR bytes
-behind a fixed header). Sequence numbers let receivers detect gaps and restarted peers, as in the
-ZeroMQ guide's clone pattern.
+behind a fixed header) or a batch of them (decoded as the list of its samples). Sequence numbers
+let receivers detect gaps and restarted peers, as in the ZeroMQ guide's clone pattern.
 """
 
 from __future__ import annotations
@@ -173,6 +173,8 @@ def decode(frames: list[bytes]) -> Message:
     if topic.startswith("sal."):
         try:
             component, name = salrecord.split_topic(topic)
+            if frames[2][:4] == salrecord.BATCH_MAGIC:  # a batch: the list of its samples
+                return Message(topic, env, [salrecord.decode(component, name, r) for r in salrecord.records(frames[2])])
             return Message(topic, env, salrecord.decode(component, name, frames[2]))
         except (salrecord.RecordError, KeyError) as exc:
             raise EnvelopeError(f"payload of {topic}: {exc}") from None

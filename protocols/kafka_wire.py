@@ -19,11 +19,6 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-try:  # the ``kafka`` extra; the pure helpers (names, keys, cmdtype) work without it
-    import fastavro
-except ImportError:  # pragma: no cover - a DDS-only installation
-    fastavro = None
-
 from protocols import avro_schema as av
 from protocols.timescale import utc_from_tai
 
@@ -187,8 +182,13 @@ class AvroCodec:
     """One Avro schema, parsed once, encoding and decoding schemaless bodies."""
 
     def __init__(self, schema: Mapping[str, Any]):
-        if fastavro is None:
-            raise RuntimeError("SAL over Kafka needs the 'kafka' extra (fastavro, confluent-kafka)")
+        # imported here: the pure helpers (names, keys, cmdtype) serve DDS instances too, which
+        # should not hold fastavro (6 MB resident) nor need the ``kafka`` extra installed
+        try:
+            import fastavro
+        except ImportError:  # pragma: no cover - a DDS-only installation
+            raise RuntimeError("SAL over Kafka needs the 'kafka' extra (fastavro, confluent-kafka)") from None
+        self._fastavro = fastavro
         self.schema = dict(schema)
         self.parsed = fastavro.parse_schema(self.schema)
         self.fields = tuple(f["name"] for f in self.schema["fields"])
@@ -208,7 +208,7 @@ class AvroCodec:
     def encode(self, values: Mapping[str, Any]) -> bytes:
         out = io.BytesIO()
         try:
-            fastavro.schemaless_writer(out, self.parsed, self.complete(values))
+            self._fastavro.schemaless_writer(out, self.parsed, self.complete(values))
         except (TypeError, ValueError, OverflowError, struct.error) as exc:
             raise ValueError(f"cannot encode {self.schema['name']}: {exc}") from exc
         return out.getvalue()
@@ -216,7 +216,7 @@ class AvroCodec:
     def decode(self, body: bytes) -> dict[str, Any]:
         fo = io.BytesIO(body)
         try:
-            value = fastavro.schemaless_reader(fo, self.parsed, None)
+            value = self._fastavro.schemaless_reader(fo, self.parsed, None)
         except (EOFError, IndexError) as exc:
             raise TruncatedBody(f"{len(body)}-byte body ends inside the record ({exc})") from None
         except (ValueError, TypeError, OverflowError, UnicodeDecodeError, struct.error, MemoryError) as exc:

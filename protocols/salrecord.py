@@ -15,6 +15,18 @@ On Kafka the listener builds the same record from the decoded Avro value (the sa
 DDS type's CDR; the Kafka record time stands for the DDS source timestamp): one format for both
 buses, so the cache and composer never know which bus a sample came from.
 
+A ``sal.*`` payload may also be a batch of records of its topic (batch format 1), so that the
+listener and the cache pay one message's cost for all the samples one DDS take returned::
+
+    offset  size  field
+    0       4     magic b"HSB1" (batch format 1)
+    4       4     n, the number of records       uint32, little-endian, 1..MAX_BATCH
+    8       4n    each record's length in bytes  uint32, little-endian
+    8+4n    ...   the n records (format 1 above), back to back, nothing after them
+
+Receivers take both forms (:func:`records` gives a payload's records either way); a single record
+stays a plain record, so senders speaking format 1 only are understood unchanged.
+
 Forwarding the bytes keeps the listener at a few microseconds per sample and lets the cache store
 samples compactly; a sample is decoded only when someone reads it (:func:`decode`), with the types
 of :mod:`protocols.sal`. :class:`CdrDecoder` reads the plain little-endian encodings Cyclone DDS
@@ -32,6 +44,9 @@ from typing import Any
 from protocols import sal
 
 MAGIC = b"HSR1"
+BATCH_MAGIC = b"HSB1"
+MAX_BATCH = 65536  # records in one batch payload
+_BATCH_HEAD = struct.Struct("<4sI")
 HEADER = struct.Struct("<4siddq")
 HEADER_SIZE = HEADER.size  # 32
 NO_SOURCE = -1
@@ -91,6 +106,38 @@ def peek(payload: bytes) -> tuple[int, float | None, float, int | None]:
     return idx, (snd if math.isfinite(snd) else None), rcv, (None if src == NO_SOURCE else src)
 
 
+def encode_batch(records: list[bytes]) -> bytes:
+    """Records of one topic as one batch payload (a single record is sent as itself instead)."""
+    n = len(records)
+    if not 0 < n <= MAX_BATCH:
+        raise RecordError(f"a batch holds 1 to {MAX_BATCH} records, not {n}")
+    return b"".join([_BATCH_HEAD.pack(BATCH_MAGIC, n), struct.pack(f"<{n}I", *map(len, records)), *records])
+
+
+def records(payload: bytes) -> list[bytes]:
+    """The records of a ``sal.*`` payload: itself if it is one record, those of a batch otherwise.
+
+    A batch whose lengths do not add up to its size exactly is refused whole (RecordError);
+    each record's own header is checked by :func:`peek` when it is read."""
+    if payload[:4] != BATCH_MAGIC:
+        return [payload]
+    if len(payload) < _BATCH_HEAD.size:
+        raise RecordError("batch shorter than its header")
+    n = _BATCH_HEAD.unpack_from(payload)[1]
+    table_end = _BATCH_HEAD.size + 4 * n
+    if not 0 < n <= MAX_BATCH or table_end > len(payload):
+        raise RecordError(f"batch of {n} records does not fit its {len(payload)} bytes")
+    lengths = struct.unpack_from(f"<{n}I", payload, _BATCH_HEAD.size)
+    if table_end + sum(lengths) != len(payload):
+        raise RecordError(f"batch lengths add up to {sum(lengths)} bytes, not the {len(payload) - table_end} it carries")
+    out = []
+    pos = table_end
+    for size in lengths:
+        out.append(payload[pos : pos + size])
+        pos += size
+    return out
+
+
 def decode(component: str, topic: str, payload: bytes) -> dict[str, Any]:
     """A record as the plain dict receivers work with::
 
@@ -146,7 +193,7 @@ class CdrDecoder:
 
     def __init__(self, component: str, topic: str):
         st = sal.get_topic(component, topic)
-        self.cls = sal.idl_class(component, topic)
+        self.component, self.topic = component, topic
         fields = [("salIndex", "long", 1)] + [(n, t, 1) for n, t in sal.PRIVATE_FIELDS.items()]
         fields += [(f.name, f.type, f.count) for f in st.fields]
         self.plans = {enc: self._plan(fields, 8 if enc == CDR_LE else 4) for enc in (CDR_LE, PLAIN_CDR2_LE)}
@@ -170,8 +217,9 @@ class CdrDecoder:
 
     def decode(self, cdr: bytes | memoryview) -> dict[str, Any]:
         plan = self.plans.get(bytes(cdr[:2]))
-        if plan is None:
-            return sal.sample_to_dict(self.cls.deserialize(bytes(cdr)))
+        if plan is None:  # the DDS binding's types (Cyclone DDS imported on this first use)
+            cls = sal.idl_class(self.component, self.topic)
+            return sal.sample_to_dict(cls.deserialize(bytes(cdr)))
         out: dict[str, Any] = {}
         pos = 4
         for step in plan:

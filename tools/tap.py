@@ -66,6 +66,8 @@ def short_value(v: Any) -> str:
 
 
 def summarize_sal(payload: Any) -> str:
+    if isinstance(payload, list) and payload:  # a batch of samples of one topic: its size and the last
+        return f"batch of {len(payload)}, last: " + summarize_sal(payload[-1])
     if not isinstance(payload, dict):
         return f"(payload is a {type(payload).__name__}, expected an object)"
     snd = payload.get("sndStamp")

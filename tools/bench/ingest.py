@@ -186,6 +186,10 @@ class CpuMeter:
         wall = max(time.monotonic() - self.w0, 1e-6)
         return {k: round(100.0 * (v - self.t0.get(k, v)) / wall, 1) for k, v in self._cpu().items()}
 
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds used since :meth:`start`."""
+        return {k: v - self.t0.get(k, v) for k, v in self._cpu().items()}
+
 
 def step(writer: Writer, client: CacheClient, rate: float, seconds: float, cpu: CpuMeter | None = None) -> dict[str, Any]:
     before = _cache_counts(client)
@@ -212,6 +216,8 @@ def step(writer: Writer, client: CacheClient, rate: float, seconds: float, cpu: 
         "lost_dds": max(lost - zmq_lost, 0),
         "writer_limited": written / took < 0.97 * rate,
         "cpu_percent": cpu.percent() if cpu else None,  # over the step and the cache's catching up
+        # CPU per sample received: the Python and DDS cost of each process, whatever the machine's load
+        "cpu_us_per_sample": {k: round(v * 1e6 / max(received, 1), 2) for k, v in cpu.seconds().items()} if cpu else None,
     }
 
 
@@ -259,3 +265,35 @@ def run_ingest(
         return {"status": "failed", "reason": str(exc)}
     finally:
         client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tools.bench.ingest --rates 20000,40000,60000 --step 5``: the ingest step of hs-bench
+    alone, on a LATISS instance of its own, printing the steps as JSON."""
+    import argparse
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from protocols.sal import LOOPBACK_XML
+    from tools.bench.main import run_ingest_alone
+
+    p = argparse.ArgumentParser(prog="python -m tools.bench.ingest", description=main.__doc__)
+    p.add_argument("--rates", default="20000,30000,40000,50000,60000", metavar="R1,R2,...")
+    p.add_argument("--step", type=float, default=5.0, metavar="SEC")
+    p.add_argument("--sustain", type=float, default=0.0, metavar="SEC", help="then this long at the best lossless rate")
+    p.add_argument("--domain", type=int, default=229)
+    p.add_argument("--port-offset", type=int, default=27200)
+    args = p.parse_args(argv)
+    os.environ.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
+    plan = SimpleNamespace(ingest_rates=[float(r) for r in args.rates.split(",")], ingest_step_s=args.step,
+                           ingest_sustain_s=args.sustain)  # fmt: skip
+    out = run_ingest_alone(Path(tempfile.mkdtemp(prefix="hs-ingest-")), args.domain, args.port_offset, plan, {})  # type: ignore[arg-type]
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,7 +9,7 @@ telemetry in this process; and measures, from the moment endOfImageTelemetry is 
   ComCam and LSSTCam running side by side;
 - the floor: fitsio writing the same header plus MD5, raw ZeroMQ and DDS hops (our latency / floor);
 - ingest: the highest ESS sample rate the listener and cache take without loss, against ddsperf;
-- memory: peak RSS of each process of each instance.
+- memory: peak RSS of each process of each instance, and PSS beside it (shared pages shared out).
 
 ``--bus kafka`` runs the instances, the player and the announcement reader on SAL over Kafka (the
 embedded broker and registry unless LSST_KAFKA_BROKER_ADDR is set) and measures the same latencies,
@@ -84,7 +84,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         if c not in CAMERAS:
             raise SystemExit(f"hs-bench: unknown camera {c!r} (one of {', '.join(CAMERAS)})")
     n = args.exposures if args.exposures is not None else (8 if q else 200)
-    rates = [float(r) for r in (args.ingest_rates or ("1000,3000" if q else "1000,2000,5000,10000,20000,25000,30000,40000")).split(",")]
+    rates = [float(r) for r in (args.ingest_rates or ("1000,3000" if q else "1000,5000,10000,20000,30000,40000,50000,60000,80000,100000")).split(",")]
     return Plan(
         cameras=cams,
         exposures=max(n, 1),

@@ -1,4 +1,11 @@
-"""Peak RSS of each process of an instance, sampled with psutil while the bench runs."""
+"""Peak memory of each process of an instance, sampled while the bench runs.
+
+RSS (psutil) is the goal's measure: what each process holds resident, summed over the instance's
+processes. Summed RSS counts every shared page (libpython, libstdc++, Cyclone DDS, numpy's code...)
+once per process that maps it, so PSS (proportional set size, ``/proc/PID/smaps_rollup``: a shared
+page's size divided by the processes that map it) is reported beside it: the instance's share of the
+machine's memory.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +29,18 @@ def group_roles(dep: Deployment, instrument: str) -> list[str]:
     return found or list(ROLES)
 
 
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size of a process from ``/proc/PID/smaps_rollup`` (None where unreadable)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 class MemorySampler:
     """Samples the RSS of the instance's processes every ``period`` seconds in a thread.
 
@@ -40,6 +59,8 @@ class MemorySampler:
         self.peak: dict[str, int] = {r: 0 for r in self.roles}
         self.last: dict[str, int] = {r: 0 for r in self.roles}
         self.peak_total = 0
+        self.peak_pss: dict[str, int] = {r: 0 for r in self.roles}
+        self.peak_pss_total = 0
         self.samples = 0
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -59,10 +80,10 @@ class MemorySampler:
             return None
 
     def sample(self) -> None:
-        total = 0
+        total = total_pss = 0
         for role in self.roles:
             p = self.procs.get(role)
-            rss = None
+            rss = pss = None
             for _ in range(2):
                 if p is None:
                     p = self._resolve(role)
@@ -70,6 +91,7 @@ class MemorySampler:
                     break
                 try:
                     rss = p.memory_info().rss
+                    pss = pss_bytes(p.pid)
                     break
                 except psutil.Error:
                     p = None
@@ -78,7 +100,11 @@ class MemorySampler:
                 self.last[role] = rss
                 self.peak[role] = max(self.peak[role], rss)
                 total += rss
+            if pss is not None:
+                self.peak_pss[role] = max(self.peak_pss[role], pss)
+                total_pss += pss
         self.peak_total = max(self.peak_total, total)
+        self.peak_pss_total = max(self.peak_pss_total, total_pss)
         self.samples += 1
 
     def _run(self) -> None:
@@ -101,9 +127,51 @@ class MemorySampler:
             "peak_rss_mb": {r: mb(v) for r, v in self.peak.items()},
             "peak_total_mb": mb(self.peak_total),
             "sum_of_peaks_mb": mb(sum(self.peak.values())),
+            "peak_pss_mb": {r: mb(v) for r, v in self.peak_pss.items()},
+            "peak_pss_total_mb": mb(self.peak_pss_total),
             "final_rss_mb": {r: mb(v) for r, v in self.last.items()},
             "samples": self.samples,
             "period_s": self.period,
             "restarts": {r: max(len(p) - 1, 0) for r, p in self.pids.items()},
             **({"errors": self.errors} if self.errors else {}),
         }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tools.bench.memory LSSTCam --exposures 20 [--overlap]``: one instance started, a
+    short night played at the bench's clock, its processes' peak RSS and PSS and the night's latency
+    printed as JSON (the memory and one latency piece of hs-bench alone, without the rest)."""
+    import argparse
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from protocols.sal import LOOPBACK_XML
+    from tools.bench.main import Instance
+
+    p = argparse.ArgumentParser(prog="python -m tools.bench.memory", description=main.__doc__)
+    p.add_argument("instrument", choices=tuple(GROUPS))
+    p.add_argument("--exposures", type=int, default=20)
+    p.add_argument("--speed", type=float, default=10.0)
+    p.add_argument("--domain", type=int, default=230)
+    p.add_argument("--port-offset", type=int, default=27000)
+    p.add_argument("--overlap", action="store_true", help="each exposure starts 1 s into the previous readout")
+    args = p.parse_args(argv)
+    os.environ.setdefault("CYCLONEDDS_URI", LOOPBACK_XML.as_uri())
+    inst = Instance(Path(tempfile.mkdtemp(prefix="hs-mem-")), args.instrument, args.domain, args.port_offset)
+    try:
+        inst.up()
+        r = inst.night(args.exposures, args.speed, wait_s=60.0, overlap=args.overlap)
+        inst.stop_observers()
+        rep = r.report()
+        print(json.dumps({"instrument": args.instrument, "exposures": args.exposures, "overlap": args.overlap,
+                          "headers": len(r.lfo_ms), "latency": {k: rep.get(k) for k in ("fast_path", "announcement", "tail", "stages_ms")},
+                          "memory": inst.memory}, indent=1))  # fmt: skip
+    finally:
+        inst.down()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -168,7 +168,8 @@ def summary_text(res: dict[str, Any]) -> str:
     for inst, m in (res.get("memory") or {}).items():
         if isinstance(m, dict) and "peak_total_mb" in m:
             per_role = ", ".join(f"{k} {v:.0f}" for k, v in m["peak_rss_mb"].items())
-            lines.append(f"  memory {inst}: peak total {m['peak_total_mb']:.0f} MB ({per_role} MB)")
+            pss = f"; PSS {m['peak_pss_total_mb']:.0f} MB" if m.get("peak_pss_total_mb") else ""
+            lines.append(f"  memory {inst}: peak total RSS {m['peak_total_mb']:.0f} MB ({per_role} MB){pss}")
     for t in res.get("targets", []):
         mark = {"met": "[met]    ", "not met": "[NOT MET]", "not measured": "[n/a]    "}[t["status"]]
         m = f"{t['measured']:.1f} {t['unit']}" if t["measured"] is not None else t.get("note", "")
