@@ -27,8 +27,10 @@ def _number(v: object) -> bool:
 @pytest.mark.timeout(300)
 def test_bench_quick(tmp_path: Path) -> None:
     out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
-    slot = os.getpid() % 5  # domains 150..199 and ports apart from other runs on this machine
-    env = dict(os.environ, HS_BENCH_DOMAIN=str(150 + 10 * slot), HS_BENCH_PORT_OFFSET=str(40000 + 1000 * slot))
+    # Domains 150..199, ports apart from the other tests' (offsets 20000..22780) and below the
+    # kernel's ephemeral range (32768..), where another test's client socket could hold one.
+    slot = os.getpid() % 5
+    env = dict(os.environ, HS_BENCH_DOMAIN=str(150 + 10 * slot), HS_BENCH_PORT_OFFSET=str(23000 + 600 * slot))
     proc = subprocess.run([*_bench_exe(), "--quick", "--json", str(out), "--plot", str(plot)],
                           capture_output=True, text=True, timeout=280, env=env, cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, f"hs-bench --quick failed:\n{proc.stderr[-4000:]}"

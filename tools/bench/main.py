@@ -392,8 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PNG of the latency distributions (default ./bench-latency.png)")  # fmt: skip
     p.add_argument("--domain-base", type=int, default=int(os.environ.get("HS_BENCH_DOMAIN", "160")),
                    help="first of the 10 DDS domain ids the bench uses (default 160; keep within 150-200)")  # fmt: skip
-    p.add_argument("--port-offset", type=int, default=int(os.environ.get("HS_BENCH_PORT_OFFSET", "30000")),
-                   help="base port offset of the bench's instances (default 30000; each gets +100)")  # fmt: skip
+    p.add_argument("--port-offset", type=int, default=int(os.environ.get("HS_BENCH_PORT_OFFSET", "26000")),
+                   help="base port offset of the bench's instances (default 26000, ports below the kernel's "
+                        "ephemeral range; each gets +100)")  # fmt: skip
     p.add_argument("--ingest-rates", metavar="R1,R2,...", help="ingest steps in samples/s")
     p.add_argument("--ingest-step", type=float, metavar="SEC", help="seconds per ingest step (default 5; 3 with --quick)")
     p.add_argument("--ingest-sustain", type=float, metavar="SEC",
