@@ -243,7 +243,7 @@ class KafkaSource:
             # broker outage or behind a slow broker, the others may lag by seconds: read them up
             # to their end as the fetcher knows it (bounded) before the event goes out.
             batch += self.reader.poll(timeout=self.STRAGGLERS_S)
-            batch += self.catch_up()
+            batch += self.catch_up(max(s.snd_stamp for s in batch if s.topic.name in self.triggers))
         batch.sort(key=lambda s: s.snd_stamp)
         for s in batch:
             component, name, frame, ours = self.by_name[s.topic.name]
@@ -254,18 +254,30 @@ class KafkaSource:
                 log.warning("malformed %s.%s sample dropped (%s offset %d): %s", component, name, s.topic.name, s.offset, exc)
         counts["bad_records"] += sum(self.reader.bad.values()) - bad_before
 
-    def catch_up(self) -> list[Any]:
-        """What the other topics hold up to their end as the fetcher knows it, before a camera event
-        is published (at most CATCH_UP_S). The ends are asked again after each read: after an
+    def catch_up(self, event_stamp: float) -> list[Any]:
+        """What the other topics hold up to the camera event, before it is published (at most
+        CATCH_UP_S). A topic is read until its first known end (the high watermark of the fetcher's
+        last response when it was first seen behind: what came later was written after the event)
+        or until a sample stamped after the event. Ends are asked again after each read: after an
         outage the fetcher learns them only as its fetch responses come back."""
         out: list[Any] = []
+        ends: dict[tuple[str, int], int] = {}
+        done: set[tuple[str, int]] = set()
         deadline = time.monotonic() + self.CATCH_UP_S
-        while ends := self.reader.lagging():
+        while True:
+            for tp, end in self.reader.lagging().items():
+                ends.setdefault(tp, end)
+            behind = [tp for tp in self.reader.lagging() if tp not in done]
+            if not behind:
+                return out
             if time.monotonic() > deadline:
-                log.warning("camera event published with %d topic(s) still behind: %s", len(ends), ", ".join(t for t, _ in list(ends)[:5]))
-                break
-            out += self.reader.poll(timeout=0.05)
-        return out
+                log.warning("camera event published with %d topic(s) still behind: %s", len(behind), ", ".join(t for t, _ in behind[:5]))
+                return out
+            for s in self.reader.poll(timeout=0.05):
+                out.append(s)
+                tp = (s.topic.name, s.partition)
+                if s.snd_stamp > event_stamp or s.offset + 1 >= ends.get(tp, 0):
+                    done.add(tp)
 
     def refill(self, t0: float, t1: float, deadline_s: float = 60.0) -> Iterator[tuple[bytes, bytes]]:
         """The records of [t0 - telemetry_max_age, t1] (TAI) again, event topics from their first
