@@ -275,14 +275,21 @@ def run_ingest_alone(base: Path, domain: int, offset: int, plan: Plan, env: dict
         inst.dep.stop()
 
 
+def own_topics(env: dict[str, str], bus: str, tag: str) -> dict[str, str]:
+    """An instance's environment with topics of its own: on Kafka the subname ``<subname>-<tag>``
+    (as each instance has its own domain on DDS), so that no run reads another's backlog (a fresh
+    consumer group starts at the first record: the ingest step's millions of samples)."""
+    if bus != "kafka":
+        return dict(env)
+    base = env.get("LSST_TOPIC_SUBNAME") or os.environ.get("LSST_TOPIC_SUBNAME") or "sal"
+    return {**env, "LSST_TOPIC_SUBNAME": f"{base}-{tag}"}
+
+
 def run_side_by_side(base: Path, domain: int, offset: int, plan: Plan, res: dict[str, Any], series: dict,
                      env: dict[str, str], bus: str = "dds") -> dict[str, Any]:  # fmt: skip
     """ComCam and LSSTCam at once on one machine: on DDS each on its own domain, on Kafka each under
     its own topic subname on the one broker (``<subname>-side-<camera>``)."""
-    envs = {n: dict(env) for n in ("ComCam", "LSSTCam")}
-    if bus == "kafka":
-        for n, e in envs.items():
-            e["LSST_TOPIC_SUBNAME"] = f"{e.get('LSST_TOPIC_SUBNAME') or os.environ.get('LSST_TOPIC_SUBNAME') or 'sal'}-side-{n}"
+    envs = {n: own_topics(env, bus, f"side-{n}") for n in ("ComCam", "LSSTCam")}
     insts = {n: Instance(base / f"side-{n}", n, domain + k, offset + 100 * k, envs[n], bus) for k, n in enumerate(("ComCam", "LSSTCam"))}
     where = "distinct topic subnames on one Kafka broker" if bus == "kafka" else "distinct DDS domains"
     out: dict[str, Any] = {"status": "ok", "setup": f"two supervisord deployments on {where}, one machine, "
@@ -466,7 +473,8 @@ def run_once(args: argparse.Namespace, plan: Plan, argv: list[str]) -> tuple[dic
         for k, name in enumerate(plan.cameras):
             t0 = time.monotonic()
             here = name == "LATISS"
-            run_camera(Instance(tmp / name, name, dom + k, off + 100 * k, {**env, **bus_env}, args.bus), plan, res, series, keep, here)
+            cam_env = own_topics({**env, **bus_env}, args.bus, name)
+            run_camera(Instance(tmp / name, name, dom + k, off + 100 * k, cam_env, args.bus), plan, res, series, keep, here)
             ingest_done = ingest_done or (here and bool(res["ingest"]))
             phases[name] = round(time.monotonic() - t0, 1)
         if not ingest_done:
