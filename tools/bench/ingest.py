@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import psutil
 
@@ -96,20 +96,8 @@ class Writer:
         """Write at ``rate`` samples/s for ``seconds``; (samples written, seconds taken)."""
         s, w = self.sample, self.writer
         n = 0
-        cap = max(1, int(rate * MAX_BURST_S))
-        start = t0 = time.perf_counter()
-        while True:
-            now = time.perf_counter()
-            if now - start >= seconds:
-                break
-            due = int((now - t0) * rate)
-            if due - n > cap:  # fell behind (descheduled): a steady sender does not catch up in a burst
-                t0 += (due - n - cap) / rate
-                due = n + cap
-            burst = due - n
-            if burst <= 0:
-                time.sleep(0.0002)
-                continue
+        start = time.perf_counter()
+        for burst in paced(rate, seconds):
             tai = tai_now() + self.offset
             if self.raw_write is not None:
                 buf, ref = self.template, w._ref
@@ -129,6 +117,29 @@ class Writer:
                     w.write(s)
             n += burst
         return n, time.perf_counter() - start
+
+
+def paced(rate: float, seconds: float) -> Iterator[int]:
+    """The number of samples due at each moment of ``seconds`` of writing at ``rate``/s: a writer
+    writes each burst at once. Fallen behind (descheduled) by more than MAX_BURST_S, the pace is
+    shifted rather than caught up in one burst, as a steady sender would."""
+    n = 0
+    cap = max(1, int(rate * MAX_BURST_S))
+    start = t0 = time.perf_counter()
+    while True:
+        now = time.perf_counter()
+        if now - start >= seconds:
+            return
+        due = int((now - t0) * rate)
+        if due - n > cap:
+            t0 += (due - n - cap) / rate
+            due = n + cap
+        burst = due - n
+        if burst <= 0:
+            time.sleep(0.0002)
+            continue
+        yield burst
+        n += burst
 
 
 def _cache_counts(client: CacheClient) -> dict[str, int]:

@@ -65,21 +65,9 @@ class KafkaIngestWriter:
     def run(self, rate: float, seconds: float) -> tuple[int, float]:
         """Write at ``rate`` samples/s for ``seconds``, then flush; (samples written, seconds taken)."""
         n = 0
-        cap = max(1, int(rate * ingest.MAX_BURST_S))
         write, values = self.writer.write, self.values
-        start = t0 = time.perf_counter()
-        while True:
-            now = time.perf_counter()
-            if now - start >= seconds:
-                break
-            due = int((now - t0) * rate)
-            if due - n > cap:  # fell behind: a steady sender does not catch up in a burst
-                t0 += (due - n - cap) / rate
-                due = n + cap
-            burst = due - n
-            if burst <= 0:
-                time.sleep(0.0002)
-                continue
+        start = time.perf_counter()
+        for burst in ingest.paced(rate, seconds):
             tai = tai_now() + self.offset
             for _ in range(burst):
                 write({**values, "timestamp": tai}, sal_index=ingest.INDEX, snd_stamp=tai)
