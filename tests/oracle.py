@@ -7,11 +7,27 @@ value that matches it is the value that was on the bus at the collection point.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from header.astro import tai_iso
-from protocols.config import KeywordSource
+from protocols.config import InstanceConfig, KeywordSource
+from tools.runner import Deployment
 from tools.sim.night import Emission
+
+
+@dataclass
+class PlayedNight:
+    """A deployment after the night was played: what was planned, what the bus carried, what was announced."""
+
+    dep: Deployment
+    cfg: InstanceConfig
+    images: list[str]
+    emissions: list[Emission]
+    announced: dict[str, dict[str, Any]]  # imageName -> its largeFileObjectAvailable
+    annex: Path
+    instrument: str = "LATISS"
 
 
 def camera_event(emissions: Sequence[Emission], topic: str, image: str) -> Emission:

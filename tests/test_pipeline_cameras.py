@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import fitsio
@@ -15,14 +13,14 @@ import pytest
 import yaml
 
 from header.geometry import parse_section
-from protocols.config import InstanceConfig, load_instance, load_keyword_map, load_template
+from protocols.config import load_instance, load_keyword_map, load_template
 from protocols.fastpath import SensorHeaderClient, SensorHeaderError
 from tests.conftest import fresh_domain_and_offset, run_sim, see_deployment
-from tests.oracle import expected_value
+from tests.oracle import PlayedNight, expected_value
 from tests.plain_dds import PlainReader
 from tools.demo import fitsverify
 from tools.runner import Deployment
-from tools.sim.night import Emission, plan_night
+from tools.sim.night import plan_night
 from tools.sim.scenario import load_scenario
 
 CSC = {"ComCam": "CCHeaderService", "LSSTCam": "MTHeaderService"}
@@ -38,18 +36,6 @@ def scenario(instrument: str) -> dict[str, Any]:
         ],
     }
 
-
-@dataclass
-class PlayedNight:
-    """A deployment after the night was played: what was planned, what the bus carried, what was announced."""
-
-    dep: Deployment
-    cfg: InstanceConfig
-    images: list[str]
-    emissions: list[Emission]
-    announced: dict[str, dict[str, Any]]  # imageName -> its largeFileObjectAvailable
-    annex: Path
-    instrument: str
 
 @pytest.fixture(scope="module", params=["ComCam", "LSSTCam"])
 def night(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlayedNight]:

@@ -11,8 +11,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import fitsio
@@ -21,14 +19,14 @@ import pytest
 import yaml
 
 from header.astro import tai_iso
-from protocols.config import InstanceConfig, load_instance, load_keyword_map
+from protocols.config import load_instance, load_keyword_map
 from tests.conftest import run_sim, see_deployment
 from tests.kafka_harness import PlainKafkaReader
-from tests.oracle import expected_value
+from tests.oracle import PlayedNight, expected_value
 from tests.plain_dds import PlainReader
 from tools.demo import fitsverify
 from tools.runner import Deployment
-from tools.sim.night import Emission, plan_night
+from tools.sim.night import plan_night
 from tools.sim.scenario import load_scenario
 
 SCENARIO = {
@@ -45,18 +43,6 @@ SCENARIO = {
          "filter": "SDSSr_65mm", "imgtype": "ENGTEST"},
     ],
 }
-
-
-@dataclass
-class PlayedNight:
-    """A deployment after the night was played: what was planned, what the bus carried, what was announced."""
-
-    dep: Deployment
-    cfg: InstanceConfig
-    images: list[str]
-    emissions: list[Emission]
-    announced: dict[str, dict[str, Any]]  # imageName -> its largeFileObjectAvailable
-    annex: Path
 
 
 @pytest.fixture(scope="module", params=["dds", "kafka"])
