@@ -265,9 +265,10 @@ class KafkaSource:
         done: set[tuple[str, int]] = set()
         deadline = time.monotonic() + self.CATCH_UP_S
         while True:
-            for tp, end in self.reader.lagging().items():
+            lagging = self.reader.lagging()
+            for tp, end in lagging.items():
                 ends.setdefault(tp, end)
-            behind = [tp for tp in self.reader.lagging() if tp not in done]
+            behind = [tp for tp in lagging if tp not in done]
             if not behind:
                 return out
             if time.monotonic() > deadline:
