@@ -236,6 +236,8 @@ class KafkaSource:
         """(topic frame, SAL record) per good record."""
         bad_before = sum(self.reader.bad.values())
         batch = self.reader.poll(timeout=timeout_s)
+        if not batch:
+            self.reader.verify()  # idle: a new assignment's ends are asked now, not at the next camera event
         if any(s.topic.name in self.triggers for s in batch):
             # Kafka orders records per topic only: what was written before a camera event on other
             # topics may still be in the fetcher's queue. Take it too, so that the event is published
@@ -256,18 +258,20 @@ class KafkaSource:
 
     def catch_up(self, event_stamp: float) -> list[Any]:
         """What the other topics hold up to the camera event, before it is published (at most
-        CATCH_UP_S). A topic is read until its first known end (the high watermark of the fetcher's
-        last response when it was first seen behind: what came later was written after the event)
-        or until a sample stamped after the event. Ends are asked again after each read: after an
-        outage the fetcher learns them only as its fetch responses come back."""
+        CATCH_UP_S). A topic is read until its first known end (the high watermark when it was
+        first seen behind: what came later was written after the event) or until a sample stamped
+        after the event. Ends are asked again after each read: after an outage the fetcher learns
+        them only as its fetch responses come back, and the reader asks the broker for those of
+        partitions assigned anew (unknown until it answers: read until a sample after the event)."""
         out: list[Any] = []
-        ends: dict[tuple[str, int], int] = {}
+        ends: dict[tuple[str, int], int | None] = {}
         done: set[tuple[str, int]] = set()
         deadline = time.monotonic() + self.CATCH_UP_S
         while True:
             lagging = self.reader.lagging()
             for tp, end in lagging.items():
-                ends.setdefault(tp, end)
+                if ends.get(tp) is None:
+                    ends[tp] = end
             behind = [tp for tp in lagging if tp not in done]
             if not behind:
                 return out
@@ -277,7 +281,8 @@ class KafkaSource:
             for s in self.reader.poll(timeout=0.05):
                 out.append(s)
                 tp = (s.topic.name, s.partition)
-                if s.snd_stamp > event_stamp or s.offset + 1 >= ends.get(tp, 0):
+                end = ends.get(tp)
+                if s.snd_stamp > event_stamp or (end is not None and s.offset + 1 >= end):
                     done.add(tp)
 
     def refill(self, t0: float, t1: float, deadline_s: float = 60.0) -> Iterator[tuple[bytes, bytes]]:

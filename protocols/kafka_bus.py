@@ -31,6 +31,7 @@ from protocols import avro_schema as av
 from protocols import kafka_wire as kw
 from protocols.envelope import tai_now
 from protocols.kafka_config import KafkaSettings
+from protocols.kafka_ends import PartitionQuestions
 from protocols.timescale import utc_from_tai
 
 log = logging.getLogger("kafka_bus")
@@ -318,6 +319,8 @@ class KafkaReader:
     #: Bad records logged in full per reason before logging only every LOG_EVERY-th.
     LOG_FIRST = 50
     LOG_EVERY = 1000
+    #: Questions about newly assigned partitions unanswered for this long are asked again.
+    ASK_AGAIN_S = 5.0
 
     def __init__(
         self,
@@ -343,6 +346,14 @@ class KafkaReader:
         self._extra = dict(consumer_settings or {})
         self._consumer: Any = None
         self._pending: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset to commit
+        # What lagging() knows beyond the fetcher: the next offset after the last record returned
+        # (kept across rebalances), the ends the broker told after an assignment, and the
+        # partitions assigned since whose end the broker has not told yet.
+        self._read_to: dict[tuple[str, int], int] = {}
+        self._told_end: dict[tuple[str, int], int] = {}
+        self._unverified: set[tuple[str, int]] = set()
+        self._questions: PartitionQuestions | None = None
+        self._admin: Any = None
         self.read = 0
         self.bad: collections.Counter[str] = collections.Counter()
         self.consumer_errors = 0
@@ -364,16 +375,20 @@ class KafkaReader:
             create_topics(self.settings, self.topics.values())
         conf = self.settings.consumer_config(self.group_id, **{"enable.auto.commit": False, **self._extra})
         self._consumer = Consumer(conf)
-        if self.start_at == "latest":
-            self._consumer.subscribe(list(self.topics), on_assign=self._assign_latest)
-        else:
-            self._consumer.subscribe(list(self.topics))
+        self._consumer.subscribe(list(self.topics), on_assign=self._assigned)
 
-    def _assign_latest(self, consumer: Any, partitions: list[Any]) -> None:
-        for tp in partitions:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
-            topic = self.topics.get(tp.topic)
-            tp.offset = max(low, high - 1) if topic is not None and topic.kind == "event" and high > low else high
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        """A (re)assignment, at start or after a rebalance (the broker gone longer than the session
+        timeout): until the fetcher has fetched them, its positions and ends for these partitions
+        are unknown or stale, so :meth:`lagging` asks the broker."""
+        self._unverified = {(tp.topic, tp.partition) for tp in partitions}
+        self._questions = None
+        if self.start_at == "latest":
+            for tp in partitions:
+                low, high = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
+                topic = self.topics.get(tp.topic)
+                tp.offset = max(low, high - 1) if topic is not None and topic.kind == "event" and high > low else high
+                self._read_to[(tp.topic, tp.partition)] = tp.offset
         consumer.assign(partitions)
 
     def _bad(self, exc: kw.WireError) -> None:
@@ -417,9 +432,11 @@ class KafkaReader:
             except kw.WireError as exc:
                 self._bad(exc)
                 self._pending[(name, partition)] = offset + 1
+                self._read_to[(name, partition)] = offset + 1
                 continue
             self.read += 1
             self._pending[(name, partition)] = offset + 1
+            self._read_to[(name, partition)] = offset + 1
             out.append(BusSample(topic, partition, offset, msg.key() or b"", schema_id, data, msg.timestamp()[1] / 1e3))
         if retry:
             from confluent_kafka import TopicPartition
@@ -443,18 +460,57 @@ class KafkaReader:
             return
         self._pending.clear()
 
-    def lagging(self) -> dict[tuple[str, int], int]:
+    def lagging(self) -> dict[tuple[str, int], int | None]:
         """Partitions with records on the broker this reader has not returned yet, with their end
-        offsets, as far as the fetcher knows: the high watermarks of its last fetch responses (no
-        request to the broker, which may be gone or hold the connection in a fetch)."""
+        offsets, as far as the fetcher knows (the high watermarks of its last fetch responses, no
+        request to a broker that may be gone). Partitions assigned since the last call are asked of
+        the broker (:meth:`verify`): until it answers, they are behind with an end of None."""
         if self._consumer is None:
             return {}
-        out = {}
-        for tp in self._consumer.position(self._consumer.assignment()):
+        self.verify()
+        assigned = self._consumer.assignment()
+        out: dict[tuple[str, int], int | None] = {}
+        for tp in self._consumer.position(assigned):
+            key = (tp.topic, tp.partition)
+            if key in self._unverified:
+                out[key] = None
+                continue
+            at = tp.offset if tp.offset >= 0 else self._read_to.get(key, -1)
             _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
-            if tp.offset >= 0 and high >= 0 and tp.offset < high:
-                out[(tp.topic, tp.partition)] = high
+            high = max(high, self._told_end.get(key, -1))
+            if at >= 0 and high >= 0 and at < high:
+                out[key] = high
         return out
+
+    def verify(self) -> None:
+        """Read the broker's answers about partitions assigned since (their ends and where the
+        group resumes them), asking again if the last questions failed or went unanswered for
+        ASK_AGAIN_S. Never waits: done by :meth:`lagging` and by an idle reader."""
+        if not self._unverified or self._consumer is None:
+            return
+        q = self._questions
+        if q is None or time.monotonic() - q.sent > self.ASK_AGAIN_S:
+            if self._admin is None:
+                from confluent_kafka.admin import AdminClient
+
+                self._admin = AdminClient(self.settings.admin_config())
+            unread = [key for key in self._unverified if key not in self._read_to]
+            self._questions = PartitionQuestions.send(self._admin, self.group_id, sorted(self._unverified), unread, self.ASK_AGAIN_S)
+            return
+        if not q.done():
+            return
+        self._questions = None
+        try:
+            answers = q.answers()
+        except Exception as exc:  # noqa: BLE001 (KafkaException, a timeout: asked again at the next call)
+            log.info("partition ends not known yet (%s): asked again", exc)
+            return
+        for key, (end, resume) in answers.items():
+            if key in self._unverified:
+                if resume is not None:
+                    self._read_to.setdefault(key, resume)
+                self._told_end[key] = end
+                self._unverified.discard(key)
 
     def assignment(self) -> list[tuple[str, int]]:
         return [(tp.topic, tp.partition) for tp in self._consumer.assignment()] if self._consumer else []

@@ -21,7 +21,6 @@ from protocols import kafka_wire as kw
 from protocols.kafka_config import KafkaSettings
 from tools import kafka_local
 
-pytest_plugins = ("tests.kafka_harness",)
 
 #: A guard against a hung test, not a measurement.
 PATIENCE_S = 60.0

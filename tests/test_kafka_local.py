@@ -13,7 +13,6 @@ import yaml
 from protocols import kafka_config as kc
 from tools import kafka_local
 
-pytest_plugins = ("tests.kafka_harness",)
 
 
 def test_embedded_bus_answers_and_carries_the_tansu_settings(
