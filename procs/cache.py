@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import json
 import logging
 import struct
 import time
@@ -27,6 +28,7 @@ from protocols.config import InstanceConfig
 from protocols.envelope import Envelope, EnvelopeError, GapTracker, Sender, check_frames, decode, resumes, sender_id, split_identity
 
 log = logging.getLogger("cache")
+BEHIND = b"ctl.behind."  # the listener's notice of a camera event published with topics behind it
 REFILL_AFTER = 5.0  # s after an outage closes before samples inside it count as a replay
 SEGMENT_SECONDS = 600.0  # a new history segment on disk every 10 minutes
 
@@ -247,6 +249,7 @@ class CacheServer:
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.RCVHWM, 200000)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"sal.")
+        self.sub.setsockopt(zmq.SUBSCRIBE, BEHIND)
         self.sub.connect(cfg.endpoints.listener_pub)
         self.router = ctx.socket(zmq.ROUTER)
         self.router.bind(cfg.endpoints.cache_router)
@@ -288,9 +291,15 @@ class CacheServer:
         return body.oldest <= since + 1
 
     def apply(self, topic_frame: bytes, payload: bytes, sender: str, seq: int) -> None:
-        """One listener message: a SAL record or a batch of them (:func:`protocols.salrecord.records`).
-        A batch that does not parse is refused whole (ValueError); a record that cannot be stored
-        is counted and logged, and the rest of its batch is stored."""
+        """One listener message: a SAL record or a batch of them (:func:`protocols.salrecord.records`),
+        or a :class:`~protocols.messages.BusBehind` notice. A batch that does not parse is refused
+        whole (ValueError); a record that cannot be stored is counted and logged, and the rest of
+        its batch is stored."""
+        if topic_frame.startswith(BEHIND):
+            note = messages.BusBehind.decode(json.loads(payload))
+            self.applied[sender] = seq
+            self.behind(note)
+            return
         recs = salrecord.records(payload)
         self.applied[sender] = seq
         for raw in recs:
@@ -308,6 +317,17 @@ class CacheServer:
                 self.observed(key, t)
             elif t > self.last_sample_time:
                 self.last_sample_time = t
+
+    def behind(self, note: messages.BusBehind) -> None:
+        """The listener published a camera event while topics were behind it: the span is recorded
+        as one the bus was not observed in (a header reading it is INCOMPLETE), and cleared, as an
+        outage is, by samples inside it arriving later than REFILL_AFTER."""
+        self.counts["behind_spans"] += 1
+        self.outages.append([note.t0, note.t1])
+        self.outage_closed = time.monotonic()
+        self.flush()
+        log.warning("camera event published with topics behind it: %.3f .. %.3f TAI recorded as not observed (%s)",
+                    note.t0, note.t1, ", ".join(note.topics[:5]))  # fmt: skip
 
     def observed(self, key: str, t: float) -> None:
         """A sample stamped ``t`` was stored while an outage is recorded or open: a replayed sample

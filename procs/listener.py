@@ -17,7 +17,11 @@ fields encoded as the CDR the DDS bus would have carried, so cache and composer 
 commits the offsets once the records are published: a listener killed and restarted resumes at its
 first unpublished record, and says so (its sender id ends in ``+resume``) so the cache records no
 outage. Bad records (no magic byte, unknown schema id, truncated body, a schema lacking a field the
-keyword map reads) are counted and logged with topic and offset by the reader, never fatal.
+keyword map reads) are counted and logged with topic and offset by the reader, never fatal. A
+camera event is held until the other topics are read up to it (:meth:`KafkaSource.catch_up`); one
+published while some are still behind is preceded by ``ctl.behind.<instrument>``
+(:class:`protocols.messages.BusBehind`), so that the cache records the span and the header says its
+telemetry may be missing.
 """
 
 from __future__ import annotations
@@ -35,9 +39,9 @@ import zmq
 from procs.common import Counters, GcPacer, Stop, run_process
 from protocols import sal, salrecord
 from protocols.config import InstanceConfig, load_keyword_map
-from protocols.envelope import RESUMING, EnvelopeError, Sender, decode, sender_id, split_identity, tai_now
+from protocols.envelope import RESUMING, EnvelopeError, Sender, decode, encode_payload, sender_id, split_identity, tai_now
+from protocols.messages import BusBehind, ErrorReply, RefillReply, RefillRequest, ReplayReply, ReplayRequest, decode_request
 from protocols.timescale import utc_from_tai
-from protocols.messages import ErrorReply, RefillReply, RefillRequest, ReplayReply, ReplayRequest, decode_request
 
 log = logging.getLogger("listener")
 REPLAY_BYTES = 16e6  # payload bytes the replay ring keeps (LATISS: ~3 min of 4.9 kB ATPtg.mountPositions at 20 Hz)
@@ -228,16 +232,20 @@ class KafkaSource:
         self.reader = KafkaReader(self.settings, ktopics, f"hs-listener-{cfg.instrument}", wanted=wanted)
         self.last_commit = 0.0
         self.max_age = cfg.telemetry_max_age
+        self.last_read: dict[str, float] = {}  # Kafka topic -> private_sndStamp of the last sample published
+        self.behind_frame = f"ctl.behind.{cfg.instrument}".encode()
 
     def start(self, registry_wait_s: float = 30.0) -> None:
         self.reader.start(registry_wait_s=registry_wait_s)
 
-    def poll(self, timeout_s: float, counts: Counters) -> Iterator[tuple[bytes, bytes]]:
-        """(topic frame, SAL record) per good record."""
+    def poll(self, timeout_s: float, counts: Counters) -> Iterator[tuple[bytes, bytes, int]]:
+        """(topic frame, SAL record, 1) per good record; before a camera event published while
+        other topics are still behind it, (ctl.behind frame, :class:`BusBehind` payload, 0)."""
         bad_before = sum(self.reader.bad.values())
         batch = self.reader.poll(timeout=timeout_s)
         if not batch:
             self.reader.verify()  # idle: a new assignment's ends are asked now, not at the next camera event
+        behind: list[str] = []
         if any(s.topic.name in self.triggers for s in batch):
             # Kafka orders records per topic only: what was written before a camera event on other
             # topics may still be in the fetcher's queue. Take it too, so that the event is published
@@ -245,24 +253,42 @@ class KafkaSource:
             # broker outage or behind a slow broker, the others may lag by seconds: read them up
             # to their end as the fetcher knows it (bounded) before the event goes out.
             batch += self.reader.poll(timeout=self.STRAGGLERS_S)
-            batch += self.catch_up(max(s.snd_stamp for s in batch if s.topic.name in self.triggers))
+            event_stamp = max(s.snd_stamp for s in batch if s.topic.name in self.triggers)
+            more, behind = self.catch_up(event_stamp)
+            batch += more
         batch.sort(key=lambda s: s.snd_stamp)
+        if behind:
+            counts["events_published_behind"] += 1
+            yield self.behind_frame, encode_payload(self.behind_note(behind, batch, event_stamp).encode()), 0
         for s in batch:
             component, name, frame, ours = self.by_name[s.topic.name]
+            self.last_read[s.topic.name] = s.snd_stamp
             try:
-                yield frame, avro_record(component, name, s.data, ours, s.kafka_time)
+                yield frame, avro_record(component, name, s.data, ours, s.kafka_time), 1
             except Exception as exc:  # a value our type cannot carry: counted, never fatal
                 counts["malformed"] += 1
                 log.warning("malformed %s.%s sample dropped (%s offset %d): %s", component, name, s.topic.name, s.offset, exc)
         counts["bad_records"] += sum(self.reader.bad.values()) - bad_before
 
-    def catch_up(self, event_stamp: float) -> list[Any]:
+    def behind_note(self, behind: list[str], batch: list[Any], event_stamp: float) -> BusBehind:
+        """The span whose samples of the topics still behind may arrive after the event: from the
+        last sample read of each (or the oldest a header reads, telemetry_max_age before) to the event."""
+        last = dict(self.last_read)
+        for s in batch:
+            last[s.topic.name] = s.snd_stamp
+        since = min(min(last.get(name, event_stamp - self.max_age) for name in behind), event_stamp)
+        names = sorted({"{}.{}".format(*self.by_name[name][:2]) for name in behind})
+        log.warning("camera event published with %d topic(s) still behind since %.3f TAI: %s", len(names), since, ", ".join(names[:5]))
+        return BusBehind(since, event_stamp, names)
+
+    def catch_up(self, event_stamp: float) -> tuple[list[Any], list[str]]:
         """What the other topics hold up to the camera event, before it is published (at most
         CATCH_UP_S). A topic is read until its first known end (the high watermark when it was
         first seen behind: what came later was written after the event) or until a sample stamped
         after the event. Ends are asked again after each read: after an outage the fetcher learns
         them only as its fetch responses come back, and the reader asks the broker for those of
-        partitions assigned anew (unknown until it answers: read until a sample after the event)."""
+        partitions assigned anew (unknown until it answers: read until a sample after the event).
+        Returns the samples read and the topics still behind when it gave up."""
         out: list[Any] = []
         ends: dict[tuple[str, int], int | None] = {}
         done: set[tuple[str, int]] = set()
@@ -274,10 +300,9 @@ class KafkaSource:
                     ends[tp] = end
             behind = [tp for tp in lagging if tp not in done]
             if not behind:
-                return out
+                return out, []
             if time.monotonic() > deadline:
-                log.warning("camera event published with %d topic(s) still behind: %s", len(behind), ", ".join(t for t, _ in behind[:5]))
-                return out
+                return out, sorted({t for t, _ in behind})
             for s in self.reader.poll(timeout=0.05):
                 out.append(s)
                 tp = (s.topic.name, s.partition)
@@ -504,8 +529,8 @@ def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pu
 
     while not stop.requested:
         before = counts["samples"]
-        for frame, payload in source.poll(0.2, counts):
-            out.publish(frame, payload)
+        for frame, payload, samples in source.poll(0.2, counts):
+            out.publish(frame, payload, samples)
         source.commit()
         pacer.step(quiet=counts["samples"] == before)
         serve_replays(router, ring, sender, counts, refill)

@@ -18,6 +18,8 @@
   :class:`LatestReply`, :class:`CacheStatus`, :class:`ReplayReply`, :class:`RefillReply`,
   :class:`RecomposeReply`, :class:`ComposerStatus`, :class:`SensorReply`, :class:`ErrorReply`.
 - ``ctl.csc.<instrument>``: :class:`CscState` (hs-csc PUB and REP answer).
+- ``ctl.behind.<instrument>``: :class:`BusBehind` ``{t0, t1, topics}`` (listener PUB, in its sample
+  stream: a camera event published while other topics were behind it; read by the cache).
 
 Every request, reply and control message is a dataclass here with one ``encode`` (the JSON
 payload, the same keys as ever) and one ``decode`` that validates and raises
@@ -34,6 +36,9 @@ from typing import Any, ClassVar, TypeVar, Union
 import zmq
 
 from protocols.envelope import EnvelopeError, Sender, decode
+
+#: Topics named in one ctl.behind message (the rest are counted by its span alone).
+MAX_BEHIND_TOPICS = 100
 
 
 class UnknownOp(EnvelopeError):
@@ -691,6 +696,30 @@ class Skipped:
         payload = _object(payload, "ctl.skipped payload")
         return cls(_text(_get(payload, "imageName"), "imageName"), _text(_get(payload, "reason"), "reason"),
                    payload.get("duplicate") is True)  # fmt: skip
+
+
+@dataclass
+class BusBehind:
+    """``ctl.behind.<instrument>``: a camera event published while other topics were still behind
+    it on the bus (on Kafka, a backlog the listener could not read within its catch-up): their
+    samples stamped between ``t0`` and ``t1`` (TAI) may reach the cache after the header is
+    composed. Sent on the listener's sample stream, in order with the samples; the cache records
+    the span as one the bus was not observed in, so the header says its telemetry may be missing."""
+
+    t0: float
+    t1: float
+    topics: list[str]
+
+    def encode(self) -> dict[str, Any]:
+        return {"t0": self.t0, "t1": self.t1, "topics": self.topics}
+
+    @classmethod
+    def decode(cls, payload: Any) -> BusBehind:
+        p = _object(payload, "ctl.behind payload")
+        t0, t1 = _float(_get(p, "t0")), _float(_get(p, "t1"))
+        if not (math.isfinite(t0) and math.isfinite(t1) and 0 < t0 <= t1):
+            raise EnvelopeError(f"ctl.behind span {t0!r} .. {t1!r} is not a span of TAI times")
+        return cls(t0, t1, _texts(p.get("topics", []), "topics")[:MAX_BEHIND_TOPICS])
 
 
 def topic_key(component: str, topic: str, sal_index: int = 0) -> str:
