@@ -94,12 +94,12 @@ def test_the_listener_says_so_before_a_camera_event_it_publishes_with_a_topic_be
         source.reader._consumer.pause([TopicPartition(weather.name, 0)])  # behind from now on: a backlog never read
         stamp = writer.write(event, {"imageName": "AT_O_20261203_000001"})["private_sndStamp"]
         assert writer.flush() == 0
-        while not any(f == b"sal.ATCamera.logevent_endOfImageTelemetry" for f, _, _ in got) and time.monotonic() < end:
+        while not any(f == b"sal.ATCamera.endOfImageTelemetry" for f, _, _ in got) and time.monotonic() < end:
             got += source.poll(0.2, counts)
     finally:
         source.close()
     frames = [f for f, _, _ in got]
-    i = frames.index(b"sal.ATCamera.logevent_endOfImageTelemetry")
+    i = frames.index(b"sal.ATCamera.endOfImageTelemetry")
     assert frames[i - 1] == b"ctl.behind.LATISS", frames
     note = BusBehind.decode(json.loads(got[i - 1][1]))
     assert note.topics == ["ESS.temperature"] and note.t1 == stamp
