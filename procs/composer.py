@@ -56,6 +56,7 @@ from protocols.messages import (
     CollectRequest,
     ComposerStatus,
     ErrorReply,
+    ProcessStatus,
     RangeReply,
     RangeRequest,
     Recomposed,
@@ -501,7 +502,7 @@ class Composer:
         self.pub.send_multipart(
             self.ctl_sender.frames(
                 f"ctl.status.composer.{self.cfg.instrument}",
-                {"counts": self.counts.as_dict(), "open": sorted(self.open), "composed": len(self.done)},
+                ProcessStatus(self.counts.as_dict(), open=sorted(self.open), composed=len(self.done)).encode(),
             )
         )
 

@@ -40,7 +40,7 @@ from procs.common import Counters, GcPacer, Stop, run_process
 from protocols import sal, salrecord
 from protocols.config import InstanceConfig, load_keyword_map
 from protocols.envelope import RESUMING, EnvelopeError, Sender, decode, encode_payload, sender_id, split_identity, tai_now
-from protocols.messages import BusBehind, ErrorReply, RefillReply, RefillRequest, ReplayReply, ReplayRequest, decode_request
+from protocols.messages import BusBehind, ErrorReply, ProcessStatus, RefillReply, RefillRequest, ReplayReply, ReplayRequest, decode_request
 from protocols.timescale import utc_from_tai
 
 log = logging.getLogger("listener")
@@ -484,7 +484,7 @@ def run(cfg: InstanceConfig, stop: Stop) -> None:
         serve_replays(router, ring, sender, counts)
         if time.monotonic() - last_status > 10:
             last_status = time.monotonic()
-            pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", {"counts": counts.as_dict()}))
+            pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", ProcessStatus(counts.as_dict()).encode()))
             while pub.poll(0):  # subscriptions heard since: read, nothing to do with them
                 pub.recv()
         if not quiet:
@@ -537,7 +537,7 @@ def run_kafka(cfg: InstanceConfig, stop: Stop, topics: list[tuple[str, str]], pu
         if time.monotonic() - last_status > 10:
             last_status = time.monotonic()
             counts["bad_records"] = sum(source.reader.bad.values())
-            pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", {"counts": counts.as_dict(), "bad": dict(source.reader.bad)}))
+            pub.send_multipart(status_sender.frames(f"ctl.status.listener.{cfg.instrument}", ProcessStatus(counts.as_dict(), bad=dict(source.reader.bad)).encode()))
             while pub.poll(0):  # subscriptions heard since: read, nothing to do with them
                 pub.recv()
     source.commit(force=True)

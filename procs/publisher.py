@@ -39,7 +39,7 @@ from protocols import sal
 from protocols.config import InstanceConfig
 from protocols.csc_state import ErrorCode, fault_frames, warning_frames
 from protocols.envelope import EnvelopeError, Sender, decode, sender_id, tai_now
-from protocols.messages import Announced, Rejected
+from protocols.messages import Announced, ProcessStatus, Rejected
 from protocols.names import BadName, check_image_name, image_name_problem
 
 log = logging.getLogger("publisher")
@@ -499,7 +499,7 @@ class Publisher:
                 self.pub.send_multipart(
                     self.sender.frames(
                         f"ctl.status.publisher.{self.cfg.instrument}",
-                        {"counts": self.counts.as_dict(), "pending": len(self.pending)},
+                        ProcessStatus(self.counts.as_dict(), pending=len(self.pending)).encode(),
                     )
                 )
             if not self.pull.poll(200):

@@ -18,6 +18,8 @@
   :class:`LatestReply`, :class:`CacheStatus`, :class:`ReplayReply`, :class:`RefillReply`,
   :class:`RecomposeReply`, :class:`ComposerStatus`, :class:`SensorReply`, :class:`ErrorReply`.
 - ``ctl.csc.<instrument>``: :class:`CscState` (hs-csc PUB and REP answer).
+- ``ctl.status.<role>.<instrument>``: :class:`ProcessStatus` ``{counts[, open, composed, pending,
+  bad]}`` (listener, composer and publisher PUB).
 - ``ctl.behind.<instrument>``: :class:`BusBehind` ``{t0, t1, topics}`` (listener PUB, in its sample
   stream: a camera event published while other topics were behind it; read by the cache).
 
@@ -696,6 +698,37 @@ class Skipped:
         payload = _object(payload, "ctl.skipped payload")
         return cls(_text(_get(payload, "imageName"), "imageName"), _text(_get(payload, "reason"), "reason"),
                    payload.get("duplicate") is True)  # fmt: skip
+
+
+@dataclass
+class ProcessStatus:
+    """``ctl.status.<role>.<instrument>``: a process's counters, published every second or ten for
+    hs-tap and monitors, with what its role adds: the composer its open exposures and how many it
+    composed, the publisher its pending headers, the listener its bad records by reason."""
+
+    counts: dict[str, int]
+    open: list[str] | None = None
+    composed: int | None = None
+    pending: int | None = None
+    bad: dict[str, int] | None = None
+
+    def encode(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"counts": self.counts}
+        for name in ("open", "composed", "pending", "bad"):
+            if getattr(self, name) is not None:
+                body[name] = getattr(self, name)
+        return body
+
+    @classmethod
+    def decode(cls, payload: Any) -> ProcessStatus:
+        p = _object(payload, "ctl.status payload")
+        return cls(
+            _counts(_get(p, "counts"), "counts"),
+            _texts(p["open"], "open") if "open" in p else None,
+            _int(p["composed"], "composed") if "composed" in p else None,
+            _int(p["pending"], "pending") if "pending" in p else None,
+            _counts(p["bad"], "bad") if "bad" in p else None,
+        )
 
 
 @dataclass

@@ -28,6 +28,7 @@ from protocols.messages import (
     ErrorReply,
     LatestReply,
     LatestRequest,
+    ProcessStatus,
     RangeReply,
     RangeRequest,
     Recomposed,
@@ -67,6 +68,10 @@ WIRE: list[tuple[Any, dict[str, Any]]] = [
                1.5e9, "local", {"fits": {"path": "/a"}}),
      {"imageName": "AT_O_20261124_000001", "version": 2, "path": "/a/AT_O_20261124_000001.fits", "url": "http://127.0.0.1/a.fits",
       "md5": "0" * 32, "byteSize": 86400, "complete": True, "announced": 1.5e9, "annex": "local", "files": {"fits": {"path": "/a"}}}),
+    (ProcessStatus({"composed": 4}, open=["AT_O_20261124_000005"], composed=4),
+     {"counts": {"composed": 4}, "open": ["AT_O_20261124_000005"], "composed": 4}),
+    (ProcessStatus({"announced": 4}, pending=0), {"counts": {"announced": 4}, "pending": 0}),
+    (ProcessStatus({"samples": 9}, bad={"no magic byte": 2}), {"counts": {"samples": 9}, "bad": {"no magic byte": 2}}),
     (CscState("ENABLED", 2, "ATHeaderService", {"version": 3, "cards": {"OBSERVER": {"value": "Jane", "comment": ""}}}),
      {"state": "ENABLED", "stateCode": 2, "csc": "ATHeaderService",
       "overrides": {"version": 3, "cards": {"OBSERVER": {"value": "Jane", "comment": ""}}}}),
@@ -97,6 +102,8 @@ MALFORMED: list[tuple[Any, Any, str]] = [
     (CscState, {"state": "ENABLED", "stateCode": "two"}, "stateCode is not a number"),
     (CscState, {"state": "ENABLED", "stateCode": 2, "overrides": {"cards": []}}, "override cards is not an object"),
     (CscState, {"stateCode": 2}, "without state/stateCode"),
+    (ProcessStatus, {"open": []}, "'counts'"),
+    (ProcessStatus, {"counts": {}, "pending": "some"}, "pending is not a number"),
 ]
 
 
