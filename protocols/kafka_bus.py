@@ -32,6 +32,7 @@ from protocols import kafka_wire as kw
 from protocols.envelope import tai_now
 from protocols.kafka_config import KafkaSettings
 from protocols.kafka_ends import PartitionQuestions
+from protocols.kafka_log import with_log
 from protocols.timescale import utc_from_tai
 
 log = logging.getLogger("kafka_bus")
@@ -212,7 +213,7 @@ class KafkaWriter:
         create_topics(self.settings, every.values())
         for t in every.values():
             self.registry.register(t.subject, our_schema(t))
-        self._producer = Producer(self.settings.producer_config())
+        self._producer = Producer(with_log(self.settings.producer_config()))
 
     def topic(self, component: str, sal_name: str) -> kw.KafkaTopic:
         return kw.kafka_topic(self.settings.subname, component, sal_name)
@@ -374,7 +375,7 @@ class KafkaReader:
         if create:
             create_topics(self.settings, self.topics.values())
         conf = self.settings.consumer_config(self.group_id, **{"enable.auto.commit": False, **self._extra})
-        self._consumer = Consumer(conf)
+        self._consumer = Consumer(with_log(conf))
         self._consumer.subscribe(list(self.topics), on_assign=self._assigned)
 
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
@@ -486,6 +487,8 @@ class KafkaReader:
         """Read the broker's answers about partitions assigned since (their ends and where the
         group resumes them), asking again if the last questions failed or went unanswered for
         ASK_AGAIN_S. Never waits: done by :meth:`lagging` and by an idle reader."""
+        if self._admin is not None:
+            self._admin.poll(0)  # serves its log
         if not self._unverified or self._consumer is None:
             return
         q = self._questions
@@ -493,7 +496,7 @@ class KafkaReader:
             if self._admin is None:
                 from confluent_kafka.admin import AdminClient
 
-                self._admin = AdminClient(self.settings.admin_config())
+                self._admin = AdminClient(with_log(self.settings.admin_config()))
             unread = [key for key in self._unverified if key not in self._read_to]
             self._questions = PartitionQuestions.send(self._admin, self.group_id, sorted(self._unverified), unread, self.ASK_AGAIN_S)
             return
