@@ -485,13 +485,28 @@ class KafkaReader:
 
     def verify(self) -> None:
         """Read the broker's answers about partitions assigned since (their ends and where the
-        group resumes them), asking again if the last questions failed or went unanswered for
-        ASK_AGAIN_S. Never waits: done by :meth:`lagging` and by an idle reader."""
+        group resumes them); questions unanswered or failed are asked again ASK_AGAIN_S after they
+        were sent. Never waits: done by :meth:`lagging` and by an idle reader."""
         if self._admin is not None:
             self._admin.poll(0)  # serves its log
         if not self._unverified or self._consumer is None:
             return
         q = self._questions
+        if q is not None and q.done() and not q.failed:
+            try:
+                answers = q.answers()
+            except Exception as exc:  # noqa: BLE001 (KafkaException, a timeout: asked again)
+                q.failed = True
+                log.info("partition ends not known yet (%s): asked again in %.0f s", exc, self.ASK_AGAIN_S)
+            else:
+                self._questions = None
+                for key, (end, resume) in answers.items():
+                    if key in self._unverified:
+                        if resume is not None:
+                            self._read_to.setdefault(key, resume)
+                        self._told_end[key] = end
+                        self._unverified.discard(key)
+                return
         if q is None or time.monotonic() - q.sent > self.ASK_AGAIN_S:
             if self._admin is None:
                 from confluent_kafka.admin import AdminClient
@@ -499,21 +514,6 @@ class KafkaReader:
                 self._admin = AdminClient(with_log(self.settings.admin_config()))
             unread = [key for key in self._unverified if key not in self._read_to]
             self._questions = PartitionQuestions.send(self._admin, self.group_id, sorted(self._unverified), unread, self.ASK_AGAIN_S)
-            return
-        if not q.done():
-            return
-        self._questions = None
-        try:
-            answers = q.answers()
-        except Exception as exc:  # noqa: BLE001 (KafkaException, a timeout: asked again at the next call)
-            log.info("partition ends not known yet (%s): asked again", exc)
-            return
-        for key, (end, resume) in answers.items():
-            if key in self._unverified:
-                if resume is not None:
-                    self._read_to.setdefault(key, resume)
-                self._told_end[key] = end
-                self._unverified.discard(key)
 
     def assignment(self) -> list[tuple[str, int]]:
         return [(tp.topic, tp.partition) for tp in self._consumer.assignment()] if self._consumer else []

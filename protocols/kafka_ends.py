@@ -25,6 +25,7 @@ class PartitionQuestions:
     earliest: dict[Any, Any]
     committed: list[Any]
     sent: float
+    failed: bool = False  # an answer was an error: asked again once ASK_AGAIN_S have passed
 
     @classmethod
     def send(cls, admin: Any, group_id: str, partitions: Iterable[Partition], unread: Iterable[Partition], timeout_s: float) -> PartitionQuestions:
