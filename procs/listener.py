@@ -204,6 +204,8 @@ class KafkaSource:
 
     COMMIT_EVERY_S = 0.05
     STRAGGLERS_S = 0.02
+    #: No record for this long while the broker holds records not read: the fetches starve (said).
+    STARVED_S = 10.0
     #: Longest a camera event waits for the other topics' backlog (after a broker outage, a slow broker).
     CATCH_UP_S = 15.0
 
@@ -234,6 +236,8 @@ class KafkaSource:
         self.max_age = cfg.telemetry_max_age
         self.last_read: dict[str, float] = {}  # Kafka topic -> private_sndStamp of the last sample published
         self.behind_frame = f"ctl.behind.{cfg.instrument}".encode()
+        self.last_record = self.last_starve_check = time.monotonic()
+        self.starved = False
 
     def start(self, registry_wait_s: float = 30.0) -> None:
         self.reader.start(registry_wait_s=registry_wait_s)
@@ -245,6 +249,7 @@ class KafkaSource:
         batch = self.reader.poll(timeout=timeout_s)
         if not batch:
             self.reader.verify()  # idle: a new assignment's ends are asked now, not at the next camera event
+        self.watch_starvation(bool(batch), counts)
         behind: list[str] = []
         if any(s.topic.name in self.triggers for s in batch):
             # Kafka orders records per topic only: what was written before a camera event on other
@@ -269,6 +274,29 @@ class KafkaSource:
                 counts["malformed"] += 1
                 log.warning("malformed %s.%s sample dropped (%s offset %d): %s", component, name, s.topic.name, s.offset, exc)
         counts["bad_records"] += sum(self.reader.bad.values()) - bad_before
+
+    def watch_starvation(self, got: bool, counts: Counters) -> None:
+        """Say so (once, until the reader has caught up) when no record came for STARVED_S while the
+        fetcher knows of records not read: a broker answering fetches empty. The embedded Tansu does
+        this when it cannot gather a deep backlog within the consumer's ``fetch.wait.max.ms``
+        (10 ms, for latency): a longer wait in the consumer file lets it through."""
+        now = time.monotonic()
+        if got:
+            self.last_record = now
+            return
+        if now - self.last_record < self.STARVED_S or now - self.last_starve_check < self.STARVED_S:
+            return
+        self.last_starve_check = now
+        waiting = sorted(t for (t, _p), end in self.reader.lagging().items() if end is not None)
+        if not waiting:
+            self.starved = False  # caught up: a later starvation is said again
+        elif not self.starved:
+            self.starved = True
+            counts["fetches_starved"] += 1
+            log.warning("no record for %.0f s while the broker holds unread records on %d topic(s) (%s): its fetches come back "
+                        "empty; with the embedded Tansu, raise fetch.wait.max.ms in the consumer file (now %s ms)",
+                        now - self.last_record, len(waiting), ", ".join(waiting[:3]),
+                        self.reader.settings.consumer_defaults.get("fetch.wait.max.ms", "librdkafka's default"))  # fmt: skip
 
     def behind_note(self, behind: list[str], batch: list[Any], event_stamp: float) -> BusBehind:
         """The span whose samples of the topics still behind may arrive after the event: from the

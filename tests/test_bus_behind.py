@@ -7,9 +7,11 @@ collection over it reports (the composer then writes the header INCOMPLETE with 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import pytest
 
@@ -66,43 +68,71 @@ def test_the_cache_records_a_behind_span_and_a_collection_over_it_reports_it(cac
     assert collect_outages(cache, start=19.0) == []  # what was behind arrived: the span is cleared
 
 
-def test_the_listener_says_so_before_a_camera_event_it_publishes_with_a_topic_behind(
-    local_kafka: kafka_local.LocalKafka, subname: str
-) -> None:
+@dataclass
+class Backlog:
+    """A LATISS KafkaSource on the embedded bus whose ESS.temperature partition holds records the
+    source knows of but never gets (paused after its fetcher learned their end): a topic behind."""
+
+    source: KafkaSource
+    writer: kb.KafkaWriter
+    event: kw.KafkaTopic
+    counts: Counters
+    got: list[tuple[bytes, bytes, int]]
+    deadline: float
+
+
+@pytest.fixture
+def backlog(local_kafka: kafka_local.LocalKafka, subname: str) -> Iterator[Backlog]:
     from confluent_kafka import TopicPartition
 
     settings = local_kafka.settings(subname)
     cfg = load_instance("LATISS")
     source = KafkaSource(cfg, needed_topics(cfg), settings=settings)
-    source.CATCH_UP_S = 0.3
     weather = kw.kafka_topic(subname, "ESS", "temperature")
     event = kw.kafka_topic(subname, "ATCamera", "logevent_endOfImageTelemetry")
-    counts = Counters()
-    got: list[tuple[bytes, bytes, int]] = []
+    b = Backlog(source, kb.KafkaWriter(settings, [weather, event], identity="HSSim", origin=9), event, Counters(), [],
+                time.monotonic() + PATIENCE_S)  # fmt: skip
     source.start()
     try:
-        end = time.monotonic() + PATIENCE_S
-        while (not source.reader.assignment() or None in source.reader.lagging().values()) and time.monotonic() < end:
-            got += source.poll(0.05, counts)  # joined, and the broker told the partitions' ends
-        writer = kb.KafkaWriter(settings, [weather, event], identity="HSSim", origin=9)
-        writer.start()
+        while (not source.reader.assignment() or None in source.reader.lagging().values()) and time.monotonic() < b.deadline:
+            b.got += source.poll(0.05, b.counts)  # joined, and the broker told the partitions' ends
+        b.writer.start()
         for i in range(3):
-            writer.write(weather, {"salIndex": 301, "temperatureItem": [10.0 + i] + [0.0] * 15})
-        assert writer.flush() == 0
-        while (weather.name, 0) not in source.reader.lagging() and time.monotonic() < end:
+            b.writer.write(weather, {"salIndex": 301, "temperatureItem": [10.0 + i] + [0.0] * 15})
+        assert b.writer.flush() == 0
+        while (weather.name, 0) not in source.reader.lagging() and time.monotonic() < b.deadline:
             time.sleep(0.02)  # the fetcher learns the new end; nothing is taken from it
         source.reader._consumer.pause([TopicPartition(weather.name, 0)])  # behind from now on: a backlog never read
-        stamp = writer.write(event, {"imageName": "AT_O_20261203_000001"})["private_sndStamp"]
-        assert writer.flush() == 0
-        while not any(f == b"sal.ATCamera.endOfImageTelemetry" for f, _, _ in got) and time.monotonic() < end:
-            got += source.poll(0.2, counts)
+        yield b
     finally:
         source.close()
+
+
+def test_the_listener_says_so_before_a_camera_event_it_publishes_with_a_topic_behind(backlog: Backlog) -> None:
+    source = backlog.source
+    source.CATCH_UP_S = 0.3
+    stamp = backlog.writer.write(backlog.event, {"imageName": "AT_O_20261203_000001"})["private_sndStamp"]
+    assert backlog.writer.flush() == 0
+    got = backlog.got
+    while not any(f == b"sal.ATCamera.endOfImageTelemetry" for f, _, _ in got) and time.monotonic() < backlog.deadline:
+        got += source.poll(0.2, backlog.counts)
     frames = [f for f, _, _ in got]
     i = frames.index(b"sal.ATCamera.endOfImageTelemetry")
     assert frames[i - 1] == b"ctl.behind.LATISS", frames
     note = BusBehind.decode(json.loads(got[i - 1][1]))
     assert note.topics == ["ESS.temperature"] and note.t1 == stamp
-    assert note.t0 == pytest.approx(stamp - cfg.telemetry_max_age)  # nothing read from it: as far back as a header reads
-    assert got[i - 1][2] == 0 and counts["events_published_behind"] == 1
+    assert note.t0 == pytest.approx(stamp - source.max_age)  # nothing read from it: as far back as a header reads
+    assert got[i - 1][2] == 0 and backlog.counts["events_published_behind"] == 1
     assert b"sal.ESS.temperature" not in frames
+
+
+def test_a_listener_whose_fetches_starve_while_records_wait_says_so_once(backlog: Backlog, caplog: pytest.LogCaptureFixture) -> None:
+    source = backlog.source
+    source.STARVED_S = 0.5
+    with caplog.at_level(logging.WARNING, logger="listener"):
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            backlog.got += source.poll(0.1, backlog.counts)
+    said = [r.getMessage() for r in caplog.records if "no record for" in r.getMessage()]
+    assert len(said) == 1 and "ESS.temperature" in said[0] and "fetch.wait.max.ms" in said[0], said
+    assert backlog.counts["fetches_starved"] == 1
