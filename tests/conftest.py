@@ -54,11 +54,12 @@ _band: list[int] = []  # this process's slots
 _band_locks: list[int] = []  # their lock files, held open (and so locked) while this process lives
 
 
-def _claim_band(size: int = 5) -> list[int]:
+def _claim_band(size: int = 10) -> list[int]:
     """Slots of this process's own: each is locked (flock) for as long as the process lives, so no
     other test process on this machine (another pytest-xdist worker, another run) takes its DDS
     domain or ports meanwhile. The search starts at a pid-spread slot; a slot locked by another
-    process is passed over."""
+    process is passed over. Ten per process: a slot comes back to a process after ten tests, when
+    whatever an earlier test started on its DDS domain has long exited."""
     if not _band:
         SLOT_LOCKS.mkdir(exist_ok=True)
         start = (os.getpid() * 37) % SLOTS

@@ -28,8 +28,9 @@ ENABLED, STANDBY = 2, 5
 
 
 def hs_cmd(dep: Deployment, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([venv_bin("hs-cmd"), "--instance", "LATISS", "--domain", str(dep.domain), *args],
-                          env=dep.env, capture_output=True, text=True, timeout=60)
+    """hs-cmd as an operator runs it, patient enough for a CSC just (re)started on a loaded machine."""
+    return subprocess.run([venv_bin("hs-cmd"), "--instance", "LATISS", "--domain", str(dep.domain), "--timeout", "30", *args],
+                          env=dep.env, capture_output=True, text=True, timeout=90)
 
 
 def restarted(dep: Deployment, program: str, old_pid: int, timeout: float = 30.0) -> int:
