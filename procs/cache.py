@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import bisect
-import json
 import logging
 import struct
 import time
@@ -25,7 +24,18 @@ from procs.common import Counters, GcPacer, Stop, drain, run_process
 from procs.journal import read_json, write_json_atomic
 from protocols import messages, sal, salrecord
 from protocols.config import InstanceConfig
-from protocols.envelope import Envelope, EnvelopeError, GapTracker, Sender, check_frames, decode, resumes, sender_id, split_identity
+from protocols.envelope import (
+    Envelope,
+    EnvelopeError,
+    GapTracker,
+    Sender,
+    check_frames,
+    decode,
+    loads_bounded,
+    resumes,
+    sender_id,
+    split_identity,
+)
 
 log = logging.getLogger("cache")
 BEHIND = b"ctl.behind."  # the listener's notice of a camera event published with topics behind it
@@ -296,7 +306,7 @@ class CacheServer:
         whole (ValueError); a record that cannot be stored is counted and logged, and the rest of
         its batch is stored."""
         if topic_frame.startswith(BEHIND):
-            note = messages.BusBehind.decode(json.loads(payload))
+            note = messages.BusBehind.decode(loads_bounded(payload, "ctl.behind payload"))
             self.applied[sender] = seq
             self.behind(note)
             return
