@@ -10,7 +10,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -114,6 +114,25 @@ def fresh_domain_and_offset() -> tuple[int, int]:
         if _ports_free(20000 + 20 * s):
             break
     return 10 + s, 20000 + 20 * s
+
+
+@pytest.fixture
+def cache_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A real CacheServer (procs/cache.py) on loopback ports of this test, its state and annex in
+    tmp_path, holding nothing yet; served by the test's own calls (on_sample, on_request)."""
+    from procs.cache import CacheServer
+    from protocols.config import load_instance
+
+    for k in ("HS_DDS_DOMAIN", "HS_PORT_OFFSET", "HS_ANNEX", "HS_STATE_DIR", "HS_BUS"):
+        monkeypatch.delenv(k, raising=False)
+    _, offset = fresh_domain_and_offset()
+    cfg = load_instance("LATISS").model_copy(update={"port_base": 5550 + offset + 10, "state_dir": tmp_path / "state",
+                                                     "annex": tmp_path / "annex"})  # fmt: skip
+    server = CacheServer(cfg)
+    yield server
+    for sock in (server.sub, server.router):
+        sock.close(linger=0)
+    server.listener.close()
 
 
 @pytest.fixture

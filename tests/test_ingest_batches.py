@@ -6,16 +6,12 @@ from __future__ import annotations
 import struct
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import zmq
 
 from protocols import sal, salrecord
-from protocols.config import load_instance
 from protocols.envelope import EnvelopeError, Sender, decode
-
-HS_ENV = ("HS_DDS_DOMAIN", "HS_PORT_OFFSET", "HS_ANNEX", "HS_STATE_DIR", "HS_BUS")
 
 
 def record(stamp: float, speed: float = 3.0, index: int = 301) -> bytes:
@@ -77,23 +73,6 @@ def test_a_full_history_keeps_the_newest_samples_in_order_as_old_ones_drop() -> 
     assert h.nbytes == sum(len(r) for r in h.samples[h.start :])
     h.add(5000.0, record(5000.0, speed=7.0), max_samples=50, max_age=10.0, max_bytes=1e12)  # the age bound
     assert len(h) == 1 and h.latest()["data"]["speed"] == 7.0
-
-
-@pytest.fixture
-def cache_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator:
-    from procs.cache import CacheServer
-    from tests.conftest import fresh_domain_and_offset
-
-    for k in HS_ENV:
-        monkeypatch.delenv(k, raising=False)
-    _, offset = fresh_domain_and_offset()
-    cfg = load_instance("LATISS").model_copy(update={"port_base": 5550 + offset + 10, "state_dir": tmp_path / "state",
-                                                     "annex": tmp_path / "annex"})  # fmt: skip
-    server = CacheServer(cfg)
-    yield server
-    for sock in (server.sub, server.router, getattr(server, "listener", None)):
-        if sock is not None:
-            sock.close(linger=0)
 
 
 def test_the_cache_stores_a_batch_and_single_records_alike(cache_server) -> None:  # noqa: ANN001

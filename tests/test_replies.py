@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -114,24 +113,14 @@ def test_a_malformed_reply_is_refused_with_its_reason(kind: Any, payload: Any, r
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A real CacheServer on loopback ports of this test, its state in tmp_path, two samples stored."""
-    from procs.cache import CacheServer
-
-    for k in ("HS_PORT_OFFSET", "HS_DDS_DOMAIN", "HS_ANNEX", "HS_STATE_DIR"):
-        monkeypatch.delenv(k, raising=False)
-    _, offset = fresh_domain_and_offset()
-    cfg = load_instance("LATISS").model_copy(update={"port_base": 5550 + offset + 10, "state_dir": tmp_path / "state"})
-    server = CacheServer(cfg)
+def cache(cache_server: Any) -> Any:
+    """The test's CacheServer (conftest ``cache_server``) holding two ESS.airFlow samples, at 10 and 20 s."""
     sender = Sender("listener.LATISS@test:1:0")
     for t, speed in ((10.0, 3.5), (20.0, 4.5)):
         sample = {"component": "ESS", "topic": "airFlow", "salIndex": 301, "sndStamp": t, "srcStamp": None, "rcvStamp": t,
                   "data": {"speed": speed, "private_sndStamp": t}}  # fmt: skip
-        server.on_sample(sender.frames("sal.ESS.airFlow", salrecord.encode_sample("ESS", "airFlow", sample)))
-    yield server
-    for sock in (server.sub, server.router):
-        sock.close(linger=0)
-    server.listener.close()
+        cache_server.on_sample(sender.frames("sal.ESS.airFlow", salrecord.encode_sample("ESS", "airFlow", sample)))
+    return cache_server
 
 
 def ask_cache(server: Any, payload: dict[str, Any], topic: str) -> tuple[str, Any]:
