@@ -1,7 +1,8 @@
 """hs-cache: the time-indexed store of every SAL sample the instance listens to.
 
 SUBscribes to the listener; per (topic, salIndex) keeps a history ordered by the sample's own TAI
-time (private_sndStamp), bounded by age and count. Answers on a ROUTER socket:
+time (private_sndStamp), bounded by age and count, every sample also on disk
+(:mod:`procs.cache_segments`) for restarts and for what does not fit the memory budget. Answers on a ROUTER socket:
 ``collect`` (snapshots as of several TAI times plus every sample in windows, after catching up with
 a given listener sequence number), ``range``, ``latest`` and ``status``. Event time, never arrival
 time: late or replayed samples land in their place in the history.
@@ -12,8 +13,8 @@ from __future__ import annotations
 import base64
 import bisect
 import logging
-import struct
 import time
+from array import array
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import zmq
 
 from procs.common import Counters, GcPacer, Stop, drain, run_process
-from procs.journal import read_json, write_json_atomic
+from procs.cache_segments import NO_REF, OFFSET_BITS, Segments
 from protocols import messages, sal, salrecord
 from protocols.config import InstanceConfig
 from protocols.envelope import (
@@ -40,7 +41,6 @@ from protocols.envelope import (
 log = logging.getLogger("cache")
 BEHIND = b"ctl.behind."  # the listener's notice of a camera event published with topics behind it
 REFILL_AFTER = 5.0  # s after an outage closes before samples inside it count as a replay
-SEGMENT_SECONDS = 600.0  # a new history segment on disk every 10 minutes
 
 
 @lru_cache(maxsize=2048)
@@ -51,55 +51,119 @@ def _decoded(component: str, topic: str, raw: bytes) -> dict[str, Any]:
 
 
 class History:
-    """Samples of one topic key, ordered by TAI time, bounded by age, count and bytes.
+    """Samples of one topic key, ordered by TAI time, bounded by age and count, and in memory by bytes.
 
     Samples are kept as the SAL records the listener sent (CDR bytes behind a small header) and
-    decoded only when asked for. The oldest samples are dropped by moving ``start`` (their slots
-    released) and the lists compacted once that dead prefix is as long as what is kept: a full
-    history drops one sample per sample added, and deleting from the front of a 20,000-entry list
-    each time cost more than the rest of storing a sample.
+    decoded only when asked for. Past ``max_bytes`` the oldest samples that are on disk
+    (:mod:`procs.cache_segments`) are released from memory, their reference kept: reading them
+    back costs a ``pread``. Without a disk, or while it refuses writes, the oldest samples are
+    dropped instead once the budget (twice it with a disk) is exceeded.
+
+    Times, references and lengths are packed arrays (20 bytes a sample). The oldest samples are
+    dropped by moving ``start`` (their slots released) and the arrays compacted once that dead
+    prefix is as long as what is kept: a full history drops one sample per sample added, and
+    deleting from the front of a 20,000-entry list each time cost more than the rest of storing a
+    sample.
     """
 
-    __slots__ = ("component", "topic", "times", "samples", "nbytes", "start")
+    __slots__ = ("component", "topic", "disk", "times", "samples", "refs", "lengths", "nbytes", "start", "hot")
 
-    def __init__(self, component: str, topic: str) -> None:
+    def __init__(self, component: str, topic: str, disk: Segments | None = None) -> None:
         self.component = component
         self.topic = topic
-        self.times: list[float] = []
-        self.samples: list[bytes | None] = []  # None: a dropped slot before ``start``
-        self.nbytes = 0
+        self.disk = disk
+        self.times = array("d")
+        self.samples: list[bytes | None] = []  # None: on disk only (refs) or dropped (before ``start``)
+        self.refs = array("q")  # where each record is in the segments (NO_REF: not written there)
+        self.lengths = array("I")
+        self.nbytes = 0  # bytes of the records held in memory
         self.start = 0  # index of the oldest sample kept
+        self.hot = 0  # samples before this index are on disk only
 
     def __len__(self) -> int:
         return len(self.times) - self.start
 
-    def add(self, t: float, raw: bytes, max_samples: int, max_age: float, max_bytes: float) -> None:
-        times, samples, start = self.times, self.samples, self.start
+    def add(self, t: float, raw: bytes, max_samples: int, max_age: float, max_bytes: float, ref: int = NO_REF) -> None:
+        times, start = self.times, self.start
         if len(times) == start or t >= times[-1]:
             times.append(t)
-            samples.append(raw)
+            self.samples.append(raw)
+            self.refs.append(ref)
+            self.lengths.append(len(raw))
         else:
             i = bisect.bisect_right(times, t, start)
             times.insert(i, t)
-            samples.insert(i, raw)
+            self.samples.insert(i, raw)
+            self.refs.insert(i, ref)
+            self.lengths.insert(i, len(raw))
+            self.hot = min(self.hot, i)
         self.nbytes += len(raw)
-        if len(times) - start <= max_samples and times[start] >= times[-1] - max_age and self.nbytes <= max_bytes:
-            return
-        end = len(times)
+        if self.nbytes > max_bytes and self.disk is not None:
+            self._release(max_bytes)
+            max_bytes *= 2
+        if len(times) - start > max_samples or times[start] < times[-1] - max_age or self.nbytes > max_bytes:
+            self._drop(max_samples, max_age, max_bytes)
+
+    def _release(self, max_bytes: float) -> None:
+        """Release from memory the oldest samples the disk holds, down to ``max_bytes``."""
+        disk, samples, refs, i, last = self.disk, self.samples, self.refs, max(self.hot, self.start), len(self.times) - 1
+        while self.nbytes > max_bytes and i < last:
+            raw = samples[i]
+            if raw is not None:
+                if not disk.readable(refs[i], len(raw)):  # type: ignore[union-attr]
+                    break
+                samples[i] = None
+                self.nbytes -= len(raw)
+            i += 1
+        self.hot = i
+
+    def _drop(self, max_samples: int, max_age: float, max_bytes: float) -> None:
+        """Drop the oldest samples past the count, the age or the memory budget."""
+        times, samples, start, end = self.times, self.samples, self.start, len(self.times)
+
+        def held(lo: int, hi: int) -> int:
+            return sum(len(r) for r in samples[lo:hi] if r is not None)
+
         keep_from = max(end - max_samples, bisect.bisect_left(times, times[-1] - max_age, start))
-        while self.nbytes - sum(len(r) for r in samples[start:keep_from]) > max_bytes and keep_from < end - 1:  # type: ignore[arg-type]
+        while self.nbytes - held(start, keep_from) > max_bytes and keep_from < end - 1:
             keep_from += max(1, (end - keep_from) // 20)
         if keep_from > start:
-            self.nbytes -= sum(len(r) for r in samples[start:keep_from])  # type: ignore[arg-type]
+            self.nbytes -= held(start, keep_from)
             samples[start:keep_from] = [None] * (keep_from - start)
             self.start = keep_from
+            self.hot = max(self.hot, keep_from)
             if keep_from >= end - keep_from:
-                del times[:keep_from]
-                del samples[:keep_from]
-                self.start = 0
+                self._compact()
 
-    def decode(self, raw: bytes) -> dict[str, Any] | None:
-        """The sample, or None when its bytes do not decode (it then counts as missing)."""
+    def _compact(self) -> None:
+        k = self.start
+        for seq in (self.times, self.samples, self.refs, self.lengths):
+            del seq[:k]
+        self.start = 0
+        self.hot = max(0, self.hot - k)
+
+    def forget_before(self, segment: int) -> None:
+        """Drop the oldest samples held only in segments before ``segment`` (deleted from disk)."""
+        i, end = self.start, len(self.times)
+        while i < end and self.samples[i] is None and self.refs[i] >> OFFSET_BITS < segment:
+            i += 1
+        if i > self.start:
+            self.start = i
+            self.hot = max(self.hot, i)
+            if i >= end - i:
+                self._compact()
+
+    def raw(self, i: int) -> bytes | None:
+        """The record at index ``i``, from memory or from disk."""
+        raw = self.samples[i]
+        if raw is None and self.disk is not None:
+            raw = self.disk.read(self.refs[i], self.lengths[i])
+        return raw
+
+    def decode(self, raw: bytes | None) -> dict[str, Any] | None:
+        """The sample, or None when its bytes cannot be had or do not decode (it then counts as missing)."""
+        if raw is None:
+            return None
         try:
             return _decoded(self.component, self.topic, raw)
         except salrecord.RecordError as exc:
@@ -108,24 +172,26 @@ class History:
 
     def as_of(self, t: float) -> dict[str, Any] | None:
         i = bisect.bisect_right(self.times, t, self.start)
-        return self.decode(self.samples[i - 1]) if i > self.start else None  # type: ignore[arg-type]
+        return self.decode(self.raw(i - 1)) if i > self.start else None
 
     def between(self, t0: float, t1: float) -> list[dict[str, Any]]:
         lo, hi = bisect.bisect_left(self.times, t0, self.start), bisect.bisect_right(self.times, t1, self.start)
-        return [d for d in map(self.decode, self.samples[lo:hi]) if d is not None]  # type: ignore[arg-type]
+        return [d for d in map(self.decode, map(self.raw, range(lo, hi))) if d is not None]
 
     def latest(self) -> dict[str, Any] | None:
-        return self.decode(self.samples[-1]) if len(self) else None  # type: ignore[arg-type]
+        return self.decode(self.raw(len(self.times) - 1)) if len(self) else None
 
 
 class Store:
-    """All histories, keyed ``Component.topic:salIndex``."""
+    """All histories, keyed ``Component.topic:salIndex``; with ``disk``, every sample stored is
+    also appended to the cache's segments, and the oldest are read back from there."""
 
-    def __init__(self, max_samples: int, max_age: float, max_topic_bytes: float = 64e6):
+    def __init__(self, max_samples: int, max_age: float, max_topic_bytes: float = 64e6, disk: Segments | None = None):
         self.histories: dict[str, History] = {}
         self.max_samples = max_samples
         self.max_age = max_age
         self.max_topic_bytes = max_topic_bytes
+        self.disk = disk
         self.keys: dict[tuple[bytes, int], str] = {}  # (topic frame, salIndex) -> topic key
 
     def key_of(self, topic_frame: bytes, sal_index: int) -> str:
@@ -134,20 +200,28 @@ class Store:
             component, topic = salrecord.split_topic(topic_frame.decode("ascii"))
             sal.get_topic(component, topic)  # a topic the SAL interface does not define is refused
             key = messages.topic_key(component, topic, sal_index)
-            self.histories[key] = History(component, topic)
+            self.histories[key] = History(component, topic, self.disk)
             self.keys[(topic_frame, sal_index)] = key
         return key
 
-    def add(self, topic_frame: bytes, raw: bytes) -> tuple[str, float]:
-        """Store one SAL record under its topic; returns its key and TAI time."""
+    def add(self, topic_frame: bytes, raw: bytes, ref: int | None = None) -> tuple[str, float]:
+        """Store one SAL record under its topic; returns its key and TAI time. ``ref``: where the
+        record already is on disk (a restart's replay); else it is appended there."""
         sal_index, t, rcv, _src = salrecord.peek(raw)
         if t is None or t <= 0:
             raise ValueError(f"sample has no usable private_sndStamp: {t!r}")
         if rcv > 0 and t > rcv + salrecord.FUTURE_SLACK:  # would empty the topic's history (its horizon)
             raise ValueError(f"sample stamped {t - rcv:.0f} s after its reception refused (private_sndStamp {t!r})")
         key = self.key_of(topic_frame, sal_index)
-        self.histories[key].add(t, raw, self.max_samples, self.max_age, self.max_topic_bytes)
+        if ref is None:
+            ref = self.disk.add(topic_frame, raw) if self.disk is not None else NO_REF
+        self.histories[key].add(t, raw, self.max_samples, self.max_age, self.max_topic_bytes, ref)
         return key, t
+
+    def forget_before(self, segment: int) -> None:
+        """Segments before ``segment`` were deleted: what only they held is gone."""
+        for h in self.histories.values():
+            h.forget_before(segment)
 
     def as_of(self, key: str, t: float) -> dict[str, Any] | None:
         h = self.histories.get(key)
@@ -177,76 +251,11 @@ class Store:
         return {"snapshots": snaps, "windows": windows}
 
 
-class Persistence:
-    """The cache's history on disk: binary segments appended every second, rotated and pruned by
-    age and total size, replayed at start so a restart loses at most the last second.
-
-    A segment is a sequence of entries ``<uint16 topic length><uint32 record length><topic><record>``
-    (little-endian), the topic frame and SAL record exactly as the listener sent them; a torn last
-    entry after a kill is ignored."""
-
-    ENTRY = struct.Struct("<HI")
-
-    def __init__(self, folder: Path, max_age: float, max_bytes: float):
-        self.folder = folder
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.max_age = max_age
-        self.max_bytes = max_bytes
-        self.buffer: list[bytes] = []
-        self.segment: Path | None = None
-        self.segment_opened = 0.0
-
-    def add(self, topic_frame: bytes, raw: bytes) -> None:
-        self.buffer += (self.ENTRY.pack(len(topic_frame), len(raw)), topic_frame, raw)
-
-    def flush(self, meta: dict[str, Any]) -> None:
-        now = time.time()
-        if self.segment is None or now - self.segment_opened > SEGMENT_SECONDS:
-            self.segment = self.folder / f"seg-{now:017.6f}.hsr"
-            self.segment_opened = now
-            self.prune()
-        if self.buffer:
-            with open(self.segment, "ab") as fh:
-                fh.write(b"".join(self.buffer))
-            self.buffer.clear()
-        write_json_atomic(self.folder / "meta.json", meta)
-
-    def prune(self) -> None:
-        segs = sorted(self.folder.glob("seg-*.hsr"))
-        now = time.time()
-        total = sum(p.stat().st_size for p in segs)
-        for p in segs[:-1]:
-            if now - p.stat().st_mtime > self.max_age or total > self.max_bytes:
-                total -= p.stat().st_size
-                p.unlink(missing_ok=True)
-        for old in self.folder.glob("seg-*.jsonl"):  # JSON segments of an earlier release: unreadable now
-            old.unlink(missing_ok=True)
-
-    def load(self, store: "Store") -> tuple[int, dict[str, Any]]:
-        n = 0
-        for p in sorted(self.folder.glob("seg-*.hsr")):
-            data = p.read_bytes()
-            pos = 0
-            while pos + self.ENTRY.size <= len(data):
-                lt, lr = self.ENTRY.unpack_from(data, pos)
-                end = pos + self.ENTRY.size + lt + lr
-                if end > len(data):
-                    break  # a torn last entry after a kill
-                topic = data[pos + self.ENTRY.size : pos + self.ENTRY.size + lt]
-                try:
-                    store.add(topic, data[end - lr : end])
-                    n += 1
-                except (ValueError, KeyError) as exc:
-                    log.warning("unreadable entry in %s skipped: %s", p.name, exc)
-                pos = end
-        return n, read_json(self.folder / "meta.json", {})
-
-
 class CacheServer:
     def __init__(self, cfg: InstanceConfig):
         self.cfg = cfg
-        self.store = Store(cfg.cache_max_samples, cfg.cache_max_age, cfg.cache_max_topic_mb * 1e6)
-        self.disk = Persistence(Path(cfg.state_dir) / cfg.instrument / "cache", cfg.cache_max_age, cfg.cache_max_disk_mb * 1e6)
+        self.disk = Segments(Path(cfg.state_dir) / cfg.instrument / "cache", cfg.cache_max_age, cfg.cache_max_disk_mb * 1e6)
+        self.store = Store(cfg.cache_max_samples, cfg.cache_max_age, cfg.cache_max_topic_mb * 1e6, self.disk)
         self.outages: list[list[float]] = []  # [t0, t1] TAI spans the bus was not observed
         self.open_outage: float | None = None  # start of an outage whose end is not known yet
         self.outage_closed = 0.0  # when the last outage's end was seen (the restart's own burst is not a refill)
@@ -321,7 +330,6 @@ class CacheServer:
                 self.counts["bad_records"] += 1
                 log.warning("bad record in a batch from the listener ignored: %s", exc)
                 continue
-            self.disk.add(topic_frame, raw)
             self.counts["samples"] += 1
             if self.outages or self.open_outage is not None:
                 self.observed(key, t)
@@ -510,6 +518,7 @@ class CacheServer:
     def flush(self) -> None:
         try:
             self.disk.flush(self.meta())
+            self.store.forget_before(self.disk.oldest)
         except OSError as exc:
             self.counts["persist_errors"] += 1
             log.error("cannot persist the cache: %s", exc)

@@ -97,12 +97,14 @@ def test_one_bad_record_costs_only_itself_and_a_bad_batch_is_counted(cache_serve
 
 def test_a_batch_persisted_by_the_cache_is_reloaded_record_by_record(cache_server, tmp_path: Path) -> None:  # noqa: ANN001
     from procs.cache import Store
+    from procs.cache_segments import Segments
 
     snd = Sender("listener.LATISS@test:1:0")
     cache_server.on_sample(snd.frames("sal.ESS.airFlow", salrecord.encode_batch([record(1000.0 + i, float(i)) for i in range(10)])))
     cache_server.flush()
-    store = Store(100, 1e9)
-    n, _ = cache_server.disk.load(store)
+    disk = Segments(cache_server.disk.folder, 1e9, 1e12)  # what a restarted cache finds
+    store = Store(100, 1e9, disk=disk)
+    n, _ = disk.load(store)
     assert n == 10 and [s["data"]["speed"] for s in store.between("ESS.airFlow:301", 0, 2000)] == [float(i) for i in range(10)]
 
 
