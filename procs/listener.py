@@ -44,7 +44,7 @@ from protocols.messages import BusBehind, ErrorReply, ProcessStatus, RefillReply
 from protocols.timescale import utc_from_tai
 
 log = logging.getLogger("listener")
-REPLAY_BYTES = 16e6  # payload bytes the replay ring keeps (LATISS: ~3 min of 4.9 kB ATPtg.mountPositions at 20 Hz)
+REPLAY_BYTES = 8e6  # payload bytes the replay ring keeps (LATISS: 80 s of 4.9 kB ATPtg.mountPositions at 20 Hz, a cache restart takes seconds)
 TAKE_N = 4096  # samples taken from one reader at a time (one batch message at most)
 GATHER_S = 0.001  # after a busy poll, other topics' samples gather this long (camera events never wait)
 
