@@ -10,6 +10,7 @@ snapshots as of each collection point's own event time, composes the header (pur
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -124,6 +125,14 @@ def _request_plan(camera: str, kmap: KeywordMap, point_names: tuple[str, ...]) -
     fields = dict(needed_fields(kmap))
     fields.setdefault(fp_key, list(AUX_FIELDS))
     return _PLANS.put(memo_key, ({p: sorted(k) for p, k in topics.items()}, monitored, fields))
+
+
+def end_event_stamps(events: dict[str, Any]) -> dict[str, float]:
+    """When the listener and this process received the endOfImageTelemetry a header answers (TAI
+    unix), for the payload: a reader can tell the bus and the hops from the work after them."""
+    ev = events.get("endOfImageTelemetry") or {}
+    stamps = {"listenerStamp": ev.get("rcvStamp"), "composerStamp": ev.get("composerStamp")}
+    return {k: v for k, v in stamps.items() if isinstance(v, float) and math.isfinite(v)}
 
 
 class Composer:
@@ -322,7 +331,7 @@ class Composer:
         collect_s = t0 - t_collect
         header = self.compose(inputs, job.version)
         compose_s = time.perf_counter() - t0
-        body = header.payload_json(composeSeconds=compose_s, collectSeconds=collect_s)
+        body = header.payload_json(composeSeconds=compose_s, collectSeconds=collect_s, **end_event_stamps(exp.events))
         after = self.machine.composed(job, header.complete, body, self.now())
         self.recent[exp.image_name] = header.context
         while len(self.recent) > RECENT_HEADERS:

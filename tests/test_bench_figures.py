@@ -62,3 +62,29 @@ def test_a_tail_exposure_names_the_stage_that_grew() -> None:
 def test_counts_stay_integers_when_folded() -> None:
     res, _ = fold([{"n": 8, "x": 1.5}, {"n": 8, "x": 2.5}])
     assert res == {"n": 8, "x": 2.0} and isinstance(res["n"], int)
+
+
+def test_a_tail_inside_before_compose_is_traced_to_its_part() -> None:
+    from protocols.timescale import tai_minus_utc
+
+    def tai_from_utc(t: float) -> float:
+        return t + tai_minus_utc(t)
+
+    eoit, fast, lfo = {}, {}, {}
+    for k in range(100):
+        name = f"AT_O_20261203_{k:06d}"
+        t = 1.8e9 + k
+        slow_collect = 0.030 if k == 42 else 0.0
+        eoit[name] = t
+        sent = t + 0.004 + slow_collect
+        fast[name] = {"t": sent + 0.0005, "sent": sent, "compose_s": 0.001, "collect_s": 0.001 + slow_collect,
+                      "listener_tai": tai_from_utc(t + 0.0005), "composer_tai": tai_from_utc(t + 0.001)}  # fmt: skip
+        lfo[name] = {"t": sent + 0.002}
+    night = NightResult("LATISS", "main", eoit, fast, lfo, 1.0, 0, 1.0, 10.0, 0.0)
+    worst = night.tail("announcement")["images"][0]
+    assert worst["image"] == "AT_O_20261203_000042" and worst["grew_most"] == "collect"
+    st = worst["stages_ms"]
+    parts = st["bus_to_listener"] + st["listener_to_composer"] + st["composer_before_collect"] + st["collect"]
+    assert abs(parts - st["before_compose"]) < 0.05 and abs(st["bus_to_listener"] - 0.5) < 0.05
+    assert abs(st["composer_before_collect"] - 1.0) < 0.05
+    assert night.stages()["collect"]["n"] == 100

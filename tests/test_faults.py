@@ -159,6 +159,9 @@ def test_late_end_of_image_telemetry_gives_incomplete_then_complete(tmp_path: Pa
         assert first.hdus[0][1]["HDRSTAT"] == "INCOMPLETE"
         assert (second.version, second.complete) == (2, True)
         assert second.hdus[0][1]["HDRSTAT"] == "COMPLETE"
+        # the payload says when the end event reached the listener and the composer (none: no stamps)
+        assert "listenerStamp" not in first.payload and second.envelope is not None
+        assert second.payload["listenerStamp"] <= second.payload["composerStamp"] <= second.envelope.sent
         # the file on disk is the complete version, with the late event's values
         h = fitsio.read_header(str(next((dep.annex / "LATISS").rglob(f"{images[0]}.fits"))))
         assert h["HDRSTAT"].strip() == "COMPLETE" and h["DARKTIME"] is not None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols.config import load_instance
+from protocols.timescale import utc_from_tai
 from tools.bench.stats import ms_summary, percentile
 from tools.runner import Deployment
 from tools.sim.night import Night
@@ -27,6 +28,8 @@ from tools.sim.scenario import Scenario
 
 SLOW_WRITE_S = 0.001
 STAGES = ("eoit_to_composer_send", "before_compose", "compose", "fast_path_transfer", "publisher_write_and_announce")
+#: before_compose in its parts, when the payload carries the composer's own stamps
+BEFORE_COMPOSE = ("bus_to_listener", "listener_to_composer", "composer_before_collect", "collect")
 BOOST = -5  # nice value of the bench's measuring threads and probe (only when allowed, i.e. as root)
 
 
@@ -216,19 +219,26 @@ class NightResult:
         if f.get("compose_s") is not None:
             out["compose"] = f["compose_s"] * 1000.0
             out["before_compose"] = send - out["compose"]
+            if all(f.get(k) is not None for k in ("collect_s", "listener_tai", "composer_tai")):
+                heard, got = utc_from_tai(f["listener_tai"]), utc_from_tai(f["composer_tai"])
+                out["bus_to_listener"] = (heard - t) * 1000.0
+                out["listener_to_composer"] = (got - heard) * 1000.0
+                out["collect"] = f["collect_s"] * 1000.0
+                out["composer_before_collect"] = out["before_compose"] - out["collect"] - (got - t) * 1000.0
         if image in self.lfo:
             out["publisher_write_and_announce"] = (self.lfo[image]["t"] - f["sent"]) * 1000.0
         return out
 
     def stages(self) -> dict[str, Any]:
         """Each stage's distribution over the night's images (see :meth:`image_stages`)."""
-        per: dict[str, list[float]] = {k: [] for k in STAGES}
+        per: dict[str, list[float]] = {k: [] for k in STAGES + BEFORE_COMPOSE}
         for i in self.eoit:
             for k, v in (self.image_stages(i) or {}).items():
                 per[k].append(v)
         return {
             **{k: ms_summary(v) for k, v in per.items()},
-            "note": "before_compose = DDS hop, listener, ZeroMQ, composer event handling and journal, cache collect; "
+            "note": "before_compose = DDS hop, listener, ZeroMQ, composer event handling and journal, cache collect "
+                    "(its parts: bus_to_listener, listener_to_composer, composer_before_collect, collect); "
                     "publisher_write_and_announce = composer send -> largeFileObjectAvailable at the reader",
         }
 
@@ -244,7 +254,8 @@ class NightResult:
         images = []
         for i in sorted((i for i, v in lat.items() if v >= p99), key=lambda i: -lat[i]):
             st = {k: round(v, 2) for k, v in (self.image_stages(i) or {}).items()}
-            excess = {k: v - medians[k] for k, v in st.items() if k in medians and k != "eoit_to_composer_send"}
+            whole = ("eoit_to_composer_send", "before_compose") if "collect" in st else ("eoit_to_composer_send",)
+            excess = {k: v - medians[k] for k, v in st.items() if k in medians and k not in whole}
             grew = max(excess, key=lambda k: excess[k]) if excess else None
             images.append({"image": i, "ms": round(lat[i], 2), "stages_ms": st, "grew_most": grew,
                            "grew_by_ms": round(excess[grew], 2) if grew else None})  # fmt: skip

@@ -38,6 +38,11 @@ from protocols.timescale import utc_from_tai
 _COMPLETE = re.compile(rb'"complete":(true|false)')
 _VERSION = re.compile(rb'"version":(\d+)')
 _COMPOSE_S = re.compile(rb'"composeSeconds":([0-9.eE+-]+)')
+_STAMPS = {  # the payload's own timing of the composition (procs/composer.py)
+    "collect_s": re.compile(rb'"collectSeconds":([0-9.eE+-]+)'),
+    "listener_tai": re.compile(rb'"listenerStamp":([0-9.eE+-]+)'),
+    "composer_tai": re.compile(rb'"composerStamp":([0-9.eE+-]+)'),
+}
 KEEP = 3  # headers kept for the parse check
 
 
@@ -103,6 +108,7 @@ def fast_loop(endpoint: str, instrument: str, out: Out, stop: threading.Event, k
             t=t,
             sent=utc_from_tai(env.sent),  # when the composer sent it (its envelope time, as unix time)
             compose_s=float(m_s.group(1)) if m_s else None,
+            **{k: float(m.group(1)) for k, rx in _STAMPS.items() if (m := rx.search(head))},
             v=int(m_v.group(1)) if m_v else 0,
             complete=bool(m_c and m_c.group(1) == b"true"),
             bytes=len(frames[2]),

@@ -131,7 +131,11 @@ def summary_text(res: dict[str, Any]) -> str:
             continue
         part = lambda k: f"{_f(st[k]['p50_ms'], 1, 1)}/{_f(st[k]['p99_ms'], 1, 1)}"  # noqa: E731
         rtt = r.get("cache_status_rtt") or {}
-        lines.append(f"  where the time goes, {inst} (p50/p99 ms): before compose {part('before_compose')} "
+        split = ""
+        if _get(st, "collect", "n"):
+            split = (f" = bus to listener {part('bus_to_listener')} + on to composer {part('listener_to_composer')}"
+                     f" + event handling {part('composer_before_collect')} + cache collect {part('collect')}")
+        lines.append(f"  where the time goes, {inst} (p50/p99 ms): before compose {part('before_compose')}{split} "
                      f"(DDS, listener, cache), compose {part('compose')}, fast-path hop {part('fast_path_transfer')}, "
                      f"publisher + DDS {part('publisher_write_and_announce')}; cache status RTT p99 "
                      f"{_f(rtt.get('p99_ms'), 1, 1)} max {_f(rtt.get('max_ms'), 1, 1)}")  # fmt: skip
