@@ -88,3 +88,27 @@ def test_a_tail_inside_before_compose_is_traced_to_its_part() -> None:
     assert abs(parts - st["before_compose"]) < 0.05 and abs(st["bus_to_listener"] - 0.5) < 0.05
     assert abs(st["composer_before_collect"] - 1.0) < 0.05
     assert night.stages()["collect"]["n"] == 100
+
+
+def test_a_process_cpu_and_its_wait_for_a_cpu_are_read_from_all_its_threads() -> None:
+    import subprocess
+    import sys
+    import time
+
+    from tools.bench.memory import sched_seconds
+
+    code = "import threading, time\n" \
+           "def spin():\n    t = time.process_time() + 0.3\n    while time.process_time() < t: pass\n    time.sleep(30)\n" \
+           "th = threading.Thread(target=spin); th.start(); th.join()\n"  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 20
+        got = sched_seconds(child.pid)
+        while (got is None or got[0] < 0.3) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            got = sched_seconds(child.pid)
+        assert got is not None and got[0] >= 0.3 and got[1] >= 0.0  # the spinning thread's CPU is counted
+    finally:
+        child.kill()
+        child.wait()
+    assert sched_seconds(child.pid) is None

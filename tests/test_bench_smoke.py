@@ -59,6 +59,9 @@ def test_bench_quick(tmp_path: Path) -> None:
     mem = res["memory"]["LATISS"]
     assert _number(mem["peak_total_mb"]) and mem["peak_total_mb"] > 0
     assert all(_number(v) and v > 0 for v in mem["peak_rss_mb"].values())
+    assert mem["cpu_s"]["composer"] > 0 and all(_number(v) and v >= 0 for v in mem["waited_for_cpu_s"].values())
+    assert 0 < mem["machine_busy_pct"] <= 100
+    assert "s waiting for a CPU" in proc.stderr
 
     assert res["overlap"]["overlapping_exposures"]["LATISS"]["status"] == "ok"
     assert {t["status"] for t in res["targets"]} <= {"met", "not met", "not measured"}

@@ -1,14 +1,20 @@
-"""Peak memory of each process of an instance, sampled while the bench runs.
+"""Peak memory of each process of an instance, sampled while the bench runs, and the CPU each
+process used and waited for.
 
 RSS (psutil) is the goal's measure: what each process holds resident, summed over the instance's
 processes. Summed RSS counts every shared page (libpython, libstdc++, Cyclone DDS, numpy's code...)
 once per process that maps it, so PSS (proportional set size, ``/proc/PID/smaps_rollup``: a shared
 page's size divided by the processes that map it) is reported beside it: the instance's share of the
 machine's memory.
+
+CPU time and the time spent runnable but waiting for a CPU (``/proc/PID/task/*/schedstat``, all
+threads) tell whether a slow exposure's process was working or queued behind others: on two cores
+shared with the simulator and a second instance, the queue is where tails come from.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -27,6 +33,24 @@ def group_roles(dep: Deployment, instrument: str) -> list[str]:
     except RuntimeError:
         found = []
     return found or list(ROLES)
+
+
+def sched_seconds(pid: int) -> tuple[float, float] | None:
+    """(CPU seconds, seconds runnable waiting for a CPU) summed over a process's threads, or None
+    when unreadable; a thread that ended is no longer counted."""
+    cpu = wait = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as fh:
+                ran, waited, _ = fh.read().split()
+        except (OSError, ValueError):
+            continue
+        cpu, wait = cpu + int(ran), wait + int(waited)
+    return cpu / 1e9, wait / 1e9
 
 
 def pss_bytes(pid: int) -> int | None:
@@ -61,6 +85,8 @@ class MemorySampler:
         self.peak_total = 0
         self.peak_pss: dict[str, int] = {r: 0 for r in self.roles}
         self.peak_pss_total = 0
+        self.sched: dict[int, tuple[str, tuple[float, float], tuple[float, float]]] = {}  # pid -> role, first, last
+        self.machine_first = psutil.cpu_times()
         self.samples = 0
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -92,6 +118,7 @@ class MemorySampler:
                 try:
                     rss = p.memory_info().rss
                     pss = pss_bytes(p.pid)
+                    self._sched(role, p.pid)
                     break
                 except psutil.Error:
                     p = None
@@ -106,6 +133,28 @@ class MemorySampler:
         self.peak_total = max(self.peak_total, total)
         self.peak_pss_total = max(self.peak_pss_total, total_pss)
         self.samples += 1
+
+    def _sched(self, role: str, pid: int) -> None:
+        now = sched_seconds(pid)
+        if now is not None:
+            first = self.sched[pid][1] if pid in self.sched else now
+            self.sched[pid] = (role, first, now)
+
+    def cpu(self) -> dict[str, Any]:
+        """CPU seconds and seconds waiting for a CPU per role since the sampler started, and how
+        busy the whole machine was over that span."""
+        per: dict[str, list[float]] = {r: [0.0, 0.0] for r in self.roles}
+        for role, first, last in self.sched.values():
+            per[role][0] += last[0] - first[0]
+            per[role][1] += last[1] - first[1]
+        t0, t1 = self.machine_first, psutil.cpu_times()
+        total = sum(t1) - sum(t0)
+        idle = (t1.idle + getattr(t1, "iowait", 0.0)) - (t0.idle + getattr(t0, "iowait", 0.0))
+        return {
+            "cpu_s": {r: round(v[0], 2) for r, v in per.items()},
+            "waited_for_cpu_s": {r: round(v[1], 2) for r, v in per.items()},
+            "machine_busy_pct": round(100.0 * (1.0 - idle / total), 1) if total > 0 else None,
+        }
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -133,6 +182,7 @@ class MemorySampler:
             "samples": self.samples,
             "period_s": self.period,
             "restarts": {r: max(len(p) - 1, 0) for r, p in self.pids.items()},
+            **self.cpu(),
             **({"errors": self.errors} if self.errors else {}),
         }
 

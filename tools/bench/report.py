@@ -174,6 +174,9 @@ def summary_text(res: dict[str, Any]) -> str:
             per_role = ", ".join(f"{k} {v:.0f}" for k, v in m["peak_rss_mb"].items())
             pss = f"; PSS {m['peak_pss_total_mb']:.0f} MB" if m.get("peak_pss_total_mb") else ""
             lines.append(f"  memory {inst}: peak total RSS {m['peak_total_mb']:.0f} MB ({per_role} MB){pss}")
+            if m.get("cpu_s"):
+                cpu = ", ".join(f"{k} {v:.1f}/{m['waited_for_cpu_s'].get(k, 0.0):.1f}" for k, v in m["cpu_s"].items())
+                lines.append(f"  CPU {inst} (s used/s waiting for a CPU): {cpu}; machine {m.get('machine_busy_pct')}% busy")
     for t in res.get("targets", []):
         mark = {"met": "[met]    ", "not met": "[NOT MET]", "not measured": "[n/a]    "}[t["status"]]
         m = f"{t['measured']:.1f} {t['unit']}" if t["measured"] is not None else t.get("note", "")
