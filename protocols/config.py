@@ -1,23 +1,26 @@
-"""Per-instrument configuration: the instance settings, keyword map and templates (pydantic).
+"""Per-instrument configuration: the instance settings, keyword map and templates (msgspec).
 
 Each camera has a folder ``templates/<instrument>/`` holding ``instance.yaml`` (endpoints, DDS
 domain, annex, deadlines), ``keywords.yaml`` (where every telemetry keyword comes from) and the
 card templates per HDU kind. Every file is validated here; a bad field is named in the error.
 Environment variables override what differs per deployment: ``HS_DDS_DOMAIN``, ``HS_PORT_OFFSET``,
 ``HS_ANNEX``, ``HS_STATE_DIR``, ``HS_END_DEADLINE``, ``HS_BUS``.
+
+Validation is msgspec's (typed Structs with range and pattern constraints, unknown fields refused,
+cross-field checks in ``__post_init__``), not pydantic's: all five processes of an instance load
+these files, and pydantic would cost each of them ~16 MB of memory, msgspec ~2 MB.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, TypeVar
 
+import msgspec
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from protocols import sal
 
@@ -27,28 +30,43 @@ TEMPLATES = PROJECT_ROOT / "templates"
 Instrument = Literal["LATISS", "ComCam", "LSSTCam"]
 When = Literal["start", "readout", "end"]
 Kind = Literal["value", "ccd_array", "ccd_array_str", "keyed_array", "indexed_array", "enum", "time_series"]
+HduKind = Literal["primary", "sensor", "segment"]
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 
 
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the file and the field."""
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, dict=True):
+    """A configuration object: unknown fields refused, values fixed once validated. Each subclass
+    is ``kw_only`` (fields given by name, so required ones may follow defaults in the files'
+    order); ``dict=True`` gives room for what is computed from it once (its fingerprint) and for
+    an instance's source file, neither of them a field a file may set."""
 
     @cached_property
     def fingerprint(self) -> str:
-        """The model's values as compact JSON, computed once (the model is frozen): a memo key that
-        is the same for equal configurations, whichever object carries them."""
-        return self.model_dump_json()
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        copy = super().model_copy(update=update, deep=deep)
-        copy.__dict__.pop("fingerprint", None)  # the copy's values may differ: computed again
-        return copy
+        """The object's values as compact JSON, computed once (the object is frozen): a memo key
+        that is the same for equal configurations, whichever object carries them."""
+        return msgspec.json.encode(self, enc_hook=str).decode()
 
 
-class KeywordSource(Strict):
+S = TypeVar("S", bound=Strict)
+
+
+def replace(obj: S, **changes: Any) -> S:
+    """A copy of ``obj`` with some fields changed (its cross-field checks run again; the values
+    are taken as given, not converted). An instance's source file (its ``folder``) is kept and the
+    fingerprint computed afresh."""
+    copy = msgspec.structs.replace(obj, **changes)
+    if "_source" in obj.__dict__:
+        copy.__dict__["_source"] = obj.__dict__["_source"]
+    return copy
+
+
+class KeywordSource(Strict, kw_only=True):
     """Where one header keyword's value comes from and how it is reduced."""
 
     keyword: str
@@ -63,7 +81,7 @@ class KeywordSource(Strict):
     scale: float | None = None
     enum: dict[int, str] | None = None
     monitor: Literal["max", "min"] | None = None
-    max_age: float | None = Field(default=None, gt=0)
+    max_age: Positive | None = None
     convert: Literal["tai_iso"] | None = None
 
     @property
@@ -71,8 +89,7 @@ class KeywordSource(Strict):
         """Cache key: ``Component.topic:salIndex``."""
         return f"{self.component}.{self.topic}:{self.index}"
 
-    @model_validator(mode="after")
-    def _check(self) -> "KeywordSource":
+    def __post_init__(self) -> None:
         try:
             topic = sal.get_topic(self.component, self.topic)
         except sal.UnknownTopicError as exc:
@@ -91,27 +108,23 @@ class KeywordSource(Strict):
                 )
         if self.kind == "enum" and not self.enum:
             raise ValueError(f"{self.keyword}: kind enum needs the 'enum' value→name table")
-        return self
 
 
-class KeywordMap(Strict):
+class KeywordMap(Strict, kw_only=True):
     keywords: list[KeywordSource]
 
-    @field_validator("keywords")
-    @classmethod
-    def _unique(cls, v: list[KeywordSource]) -> list[KeywordSource]:
-        seen: set[str] = set()
-        for k in v:
-            if k.keyword in seen:
-                raise ValueError(f"keyword {k.keyword} is mapped twice")
-            seen.add(k.keyword)
-        return v
+    def __post_init__(self) -> None:
+        first: dict[str, int] = {}
+        for i, k in enumerate(self.keywords):
+            if k.keyword in first:
+                raise ValueError(f"keywords.{i}: keyword {k.keyword} is mapped twice (first at keywords.{first[k.keyword]})")
+            first[k.keyword] = i
 
     def by_keyword(self) -> dict[str, KeywordSource]:
         return {k.keyword: k for k in self.keywords}
 
 
-class CardTemplate(Strict):
+class CardTemplate(Strict, kw_only=True):
     """One card of a template: a static value, a computed one, or one from the keyword map."""
 
     key: str
@@ -122,14 +135,12 @@ class CardTemplate(Strict):
     source: Literal["static", "computed", "map"] | None = None
     optional: bool = False  # left out of the HDU, not written undefined, when it has no value
 
-    @model_validator(mode="after")
-    def _kind(self) -> "CardTemplate":
+    def __post_init__(self) -> None:
         k = self.key.upper().removeprefix("HIERARCH ")
         if k not in ("COMMENT", "HISTORY", "") and (not k.strip() or "=" in k or not all(32 <= ord(c) <= 126 for c in k)):
             raise ValueError(f"{self.key!r} is not a FITS keyword")
         if self.computed is not None and self.value is not None:
             raise ValueError(f"{self.key}: give either 'value' or 'computed', not both")
-        return self
 
     @property
     def kind(self) -> str:
@@ -142,7 +153,7 @@ class CardTemplate(Strict):
         return "map"
 
 
-class Endpoints(Strict):
+class Endpoints(Strict, kw_only=True):
     listener_pub: str
     cache_router: str
     composer_pub: str
@@ -158,7 +169,7 @@ class Endpoints(Strict):
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-class InstanceConfig(Strict):
+class InstanceConfig(Strict, kw_only=True):
     """Settings of one Header Service instance (one camera)."""
 
     instrument: Instrument
@@ -167,48 +178,39 @@ class InstanceConfig(Strict):
     camcode: str
     telescope: str
     bus: Literal["dds", "kafka"] = "dds"  # SAL transport: Cyclone DDS, or Kafka as ts_salobj 8 (protocols/bus.py)
-    dds_domain: int = Field(default=0, ge=0, le=232)
-    port_base: int = Field(ge=1024, le=65000)
+    dds_domain: Annotated[int, msgspec.Meta(ge=0, le=232)] = 0
+    port_base: Annotated[int, msgspec.Meta(ge=1024, le=65000)]
     segments_in_file: bool = True
     # A folder, or the S3 Large File Annex: ``s3://<bucket>``, or ``s3`` for ``rubinobs-lfa-<site>``.
     annex: str = str(PROJECT_ROOT / "annex")
-    site: str = Field(default="tuc", pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")  # cp, tuc, ls...: the LFA bucket's
+    site: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")] = "tuc"  # cp, tuc, ls...: the LFA bucket's
     lfo_format: Literal["fits", "yaml", "both"] = "fits"  # header file(s) written and announced
     state_dir: Path = PROJECT_ROOT / "run" / "state"
-    end_deadline: float = Field(default=30.0, gt=0)
-    cache_max_age: float = Field(default=7200.0, gt=0)
-    cache_max_samples: int = Field(default=20000, gt=0)
-    cache_max_disk_mb: float = Field(default=2000.0, gt=0)
-    cache_max_topic_mb: float = Field(default=48.0, gt=0)  # in-memory history per topic
-    listener_replay: int = Field(default=20000, gt=0)  # messages kept for replay to a resyncing cache
-    telemetry_max_age: float = Field(default=10.0, gt=0)
-    collect_wait: float = Field(default=0.5, ge=0)
+    end_deadline: Positive = 30.0
+    cache_max_age: Positive = 7200.0
+    cache_max_samples: PositiveInt = 20000
+    cache_max_disk_mb: Positive = 2000.0
+    cache_max_topic_mb: Positive = 48.0  # in-memory history per topic
+    listener_replay: PositiveInt = 20000  # messages kept for replay to a resyncing cache
+    telemetry_max_age: Positive = 10.0
+    collect_wait: Annotated[float, msgspec.Meta(ge=0)] = 0.5
     sensors_nominal: list[str]
-    tstand: str | None = Field(default=None, pattern=r"^[ -~]{1,68}$")  # TSTAND; none at the summit: card left out
+    # TSTAND; none at the summit: card left out
+    tstand: Annotated[str, msgspec.Meta(pattern=r"^[ -~]{1,68}$")] | None = None
     keywords: str = "keywords.yaml"
-    templates: dict[Literal["primary", "sensor", "segment"], str]
+    templates: dict[HduKind, str]
 
-    @field_validator("templates")
-    @classmethod
-    def _every_kind(cls, v: dict[str, str]) -> dict[str, str]:
-        missing = [k for k in ("primary", "sensor", "segment") if k not in v]
+    def __post_init__(self) -> None:
+        missing = [k for k in ("primary", "sensor", "segment") if k not in self.templates]
         if missing:
-            raise ValueError(f"no template file for {', '.join(missing)}")
-        return v
-
-    _source: Path | None = PrivateAttr(default=None)
-
-    @field_validator("annex", mode="before")
-    @classmethod
-    def _annex(cls, v: Any) -> str:
-        text = str(v)
+            raise ValueError(f"templates: no template file for {', '.join(missing)}")
+        text = self.annex
         if text == "s3" or text.startswith("s3://"):
             bucket = text[len("s3://") :] if text.startswith("s3://") else ""
             if bucket and not _BUCKET.fullmatch(bucket):
-                raise ValueError(f"{text!r}: not an S3 bucket name (3-63 of a-z 0-9 . -)")
+                raise ValueError(f"annex: {text!r}: not an S3 bucket name (3-63 of a-z 0-9 . -)")
         elif "://" in text:
-            raise ValueError(f"{text!r}: an annex is a folder or s3://<bucket>")
-        return text
+            raise ValueError(f"annex: {text!r}: an annex is a folder or s3://<bucket>")
 
     @property
     def annex_bucket(self) -> str | None:
@@ -231,7 +233,8 @@ class InstanceConfig(Strict):
     @property
     def folder(self) -> Path:
         """Where the keyword map and templates are: next to the instance.yaml that was loaded."""
-        return self._source.parent if self._source is not None else TEMPLATES / self.instrument
+        source = self.__dict__.get("_source")
+        return source.parent if source is not None else TEMPLATES / self.instrument
 
     @property
     def endpoints(self) -> Endpoints:
@@ -283,19 +286,26 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(str(exc).split())
 
 
-def _validation_message(path: Path, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        lines.append(f"{path}: {loc}: {err['msg']}" if loc else f"{path}: {err['msg']}")
-    return "; ".join(lines)
+def _as_path(kind: type, value: Any) -> Any:
+    """msgspec's hook for the one type it does not convert itself: a path from its text."""
+    if kind is Path:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a path, got {value!r}")
+        return Path(value)
+    raise NotImplementedError(kind)
 
 
-def _validate(model: type[BaseModel], data: Any, path: Path) -> Any:
+def _validate(model: type[S], data: Any, path: Path, where: str = "") -> S:
+    """``data`` (from YAML) as a ``model``, converted as leniently as YAML needs (``"5550"`` is a
+    port, ``30`` a deadline) and no further; a ConfigError names the file, the field and why."""
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_validation_message(path, exc)) from None
+        return msgspec.convert(data, model, strict=False, dec_hook=_as_path)
+    except msgspec.ValidationError as exc:
+        from protocols.config_errors import describe  # only when a file is wrong
+
+        loc, reason = describe(model, data, str(exc))
+        loc = ": ".join(p for p in (where, loc) if p)
+        raise ConfigError(f"{path}: {loc}: {reason}" if loc else f"{path}: {reason}") from None
 
 
 def instance_path(instrument: str) -> Path:
@@ -344,7 +354,7 @@ def load_instance(path_or_instrument: str | Path) -> InstanceConfig:
     if env.get("HS_BUS"):
         data["bus"] = env["HS_BUS"]
     cfg = _validate(InstanceConfig, data, p)
-    cfg._source = p.absolute()
+    cfg.__dict__["_source"] = p.absolute()  # not a field: no file sets it (see ``folder``)
     return cfg
 
 
@@ -367,10 +377,4 @@ def load_template(cfg: InstanceConfig, kind: str) -> list[CardTemplate]:
     data = _read_yaml(p)
     if not isinstance(data, list):
         raise ConfigError(f"{p}: expected a list of cards")
-    out = []
-    for i, card in enumerate(data):
-        try:
-            out.append(CardTemplate.model_validate(card))
-        except ValidationError as exc:
-            raise ConfigError(_validation_message(p, exc).replace(f"{p}: ", f"{p}: card {i}: ")) from None
-    return out
+    return [_validate(CardTemplate, card, p, where=f"card {i}") for i, card in enumerate(data)]

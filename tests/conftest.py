@@ -121,13 +121,13 @@ def cache_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[An
     """A real CacheServer (procs/cache.py) on loopback ports of this test, its state and annex in
     tmp_path, holding nothing yet; served by the test's own calls (on_sample, on_request)."""
     from procs.cache import CacheServer
-    from protocols.config import load_instance
+    from protocols.config import load_instance, replace
 
     for k in ("HS_DDS_DOMAIN", "HS_PORT_OFFSET", "HS_ANNEX", "HS_STATE_DIR", "HS_BUS"):
         monkeypatch.delenv(k, raising=False)
     _, offset = fresh_domain_and_offset()
-    cfg = load_instance("LATISS").model_copy(update={"port_base": 5550 + offset + 10, "state_dir": tmp_path / "state",
-                                                     "annex": tmp_path / "annex"})  # fmt: skip
+    cfg = replace(load_instance("LATISS"), port_base=5550 + offset + 10, state_dir=tmp_path / "state",
+                  annex=str(tmp_path / "annex"))
     server = CacheServer(cfg)
     yield server
     for sock in (server.sub, server.router):

@@ -19,7 +19,7 @@ from header.cards import CardError, format_card
 from header.compose import CardTemplate, ExposureInputs, Templates, compose_header
 from header.keywords import MAX_STRING, Resolved, clean_scalar, reduce_keyword
 from procs.cache import CacheServer
-from protocols.config import InstanceConfig, KeywordSource, load_instance, load_keyword_map, load_template
+from protocols.config import InstanceConfig, KeywordSource, load_instance, load_keyword_map, load_template, replace
 from protocols.envelope import Sender
 
 HS_ENV = ("HS_DDS_DOMAIN", "HS_PORT_OFFSET", "HS_ANNEX", "HS_STATE_DIR")
@@ -236,8 +236,8 @@ def cache_server(clean_env: None, tmp_path: Path) -> Iterator[CacheServer]:
     from tests.conftest import fresh_domain_and_offset
 
     _, offset = fresh_domain_and_offset()
-    cfg = load_instance("LATISS").model_copy(update={"port_base": 5550 + offset + 10, "state_dir": tmp_path / "state",
-                                                     "annex": tmp_path / "annex"})
+    cfg = replace(load_instance("LATISS"), port_base=5550 + offset + 10, state_dir=tmp_path / "state",
+                  annex=str(tmp_path / "annex"))
     server = CacheServer(cfg)
     yield server
     for sock in (server.sub, server.router, getattr(server, "listener", None)):

@@ -13,7 +13,7 @@ import pytest
 from header.compose import ComposedHeader, ExposureInputs, Templates, compose_header
 from header.memo import BoundedMemo
 from procs.composer import collection_points, collection_request
-from protocols.config import CardTemplate, load_instance, load_keyword_map, load_template
+from protocols.config import CardTemplate, load_instance, load_keyword_map, load_template, replace
 from tools.bench.stages import play
 
 
@@ -66,7 +66,7 @@ def test_a_changed_template_entry_is_never_served_from_the_memo() -> None:
     for kind in ("sensor", "segment"):
         entries = getattr(changed, kind)
         i = next(i for i, t in enumerate(entries) if t.key == "CCDSLOT")
-        entries[i] = entries[i].model_copy(update={"comment": f"changed in the {kind} template"})
+        entries[i] = replace(entries[i], comment=f"changed in the {kind} template")
     h = compose_header(bench.cfg, bench.kmap, changed, inputs, now)
     sensor = [c for c in h.hdus[1] if c.startswith("CCDSLOT")]
     assert sensor and "changed in the sensor template" in sensor[0]

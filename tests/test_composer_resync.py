@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from protocols import salrecord
-from protocols.config import load_instance
+from protocols.config import load_instance, replace
 from protocols.envelope import Sender
 from tests.conftest import fresh_domain_and_offset
 
@@ -42,8 +42,8 @@ def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     for k in HS_ENV:
         monkeypatch.delenv(k, raising=False)
     _, offset = fresh_domain_and_offset()
-    return load_instance("LATISS").model_copy(
-        update={"port_base": 5550 + offset + 10, "state_dir": tmp_path / "state", "annex": tmp_path / "annex"}
+    return replace(
+        load_instance("LATISS"), port_base=5550 + offset + 10, state_dir=tmp_path / "state", annex=str(tmp_path / "annex")
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from protocols import salrecord
-from protocols.config import load_instance
+from protocols.config import load_instance, replace
 from protocols.envelope import EnvelopeError, Sender, decode, encode_payload, split_identity
 from protocols.messages import (
     Announced,
@@ -203,7 +203,7 @@ def test_a_state_message_with_a_bad_state_code_is_not_applied(monkeypatch: pytes
     for k in ("HS_PORT_OFFSET", "HS_DDS_DOMAIN"):
         monkeypatch.delenv(k, raising=False)
     _, offset = fresh_domain_and_offset()
-    cfg = load_instance("LATISS").model_copy(update={"port_base": 5550 + offset + 10})
+    cfg = replace(load_instance("LATISS"), port_base=5550 + offset + 10)
     pub = zmq.Context.instance().socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
     pub.bind(state_pub_endpoint(cfg))
