@@ -190,7 +190,7 @@ class InstanceConfig(Strict, kw_only=True):
     cache_max_age: Positive = 7200.0
     cache_max_samples: PositiveInt = 20000
     cache_max_disk_mb: Positive = 2000.0
-    cache_max_topic_mb: Positive = 48.0  # in-memory history per topic
+    cache_max_topic_mb: Positive = 4.0  # a topic's history in memory; older samples are read from disk
     listener_replay: PositiveInt = 20000  # messages kept for replay to a resyncing cache
     telemetry_max_age: Positive = 10.0
     collect_wait: Annotated[float, msgspec.Meta(ge=0)] = 0.5

@@ -49,7 +49,7 @@ def play(instrument: str, exposures: int) -> Iterator[tuple[BenchNight, str, str
     cfg = load_instance(instrument)
     kmap = load_keyword_map(cfg)
     templates = Templates(*(load_template(cfg, k) for k in ("primary", "sensor", "segment")))
-    bench = BenchNight(cfg, kmap, templates, Store(cfg.cache_max_samples, cfg.cache_max_age, cfg.cache_max_topic_mb * 1e6))
+    bench = BenchNight(cfg, kmap, templates, Store(cfg.cache_max_samples, cfg.cache_max_age))  # no disk: the night in memory
     events: dict[str, dict[str, Any]] = {}
     for e in Night(bench_scenario(instrument, exposures)).emissions():
         sample = build_sample(e.component, e.topic, e.sal_index, e.fields, private_sndStamp=e.tai)
