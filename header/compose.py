@@ -345,11 +345,17 @@ def _duration(inputs: ExposureInputs, topic: str, field_name: str) -> float | No
 
 
 class Computer:
-    """Values no telemetry carries, computed once per header from the resolved keywords."""
+    """Values no telemetry carries, computed once per header from the resolved keywords.
+
+    It keeps what it reads of the inputs, not the inputs: a composed header's computer stays in its
+    :class:`SensorContext` (the composer keeps twenty) and the telemetry snapshots and monitor
+    windows are not needed after the keywords are resolved."""
 
     def __init__(self, cfg: InstanceConfig, inputs: ExposureInputs, resolved: dict[str, Resolved], now_tai: float, version: int, complete: bool):
         self.cfg = cfg
-        self.inputs = inputs
+        self.image_name = inputs.image_name
+        self.points = inputs.points
+        self.overrides_version = inputs.overrides_version
         self.resolved = resolved
         self.now = now_tai
         self.version = version
@@ -400,7 +406,7 @@ class Computer:
         return astro.mjd_tai(self.end) if self.end else None
 
     def c_filename(self) -> str:
-        return f"{self.inputs.image_name}.fits"
+        return f"{self.image_name}.fits"
 
     def c_airmass_mid(self) -> float | None:
         altaz = self._mid_altaz()
@@ -411,7 +417,7 @@ class Computer:
         return 90.0 - altaz[0] if altaz else None
 
     def _pointing_at(self, point: str) -> float | None:
-        return astro.usable_time(self.inputs.points.get(point))
+        return astro.usable_time(self.points.get(point))
 
     def _observed(self, point: str) -> tuple[float, float, float, float | None] | None:
         """(alt, az, ha_hours, airmass) of the commanded pointing at a collection point (memoized)."""
@@ -505,7 +511,7 @@ class Computer:
         return self.cfg.tstand or None
 
     def c_overrides_version(self) -> int:
-        return int(self.inputs.overrides_version)
+        return int(self.overrides_version)
 
     def c_header_version(self) -> str:
         return f"{SOFTWARE_VERSION} v{self.version}"
