@@ -98,7 +98,7 @@ def _compact(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=True)
 
 
-@lru_cache(maxsize=2048)
+@lru_cache(maxsize=1024)  # five LSSTCam headers: the hits are the image's own provisional composition's
 def _hdu_json(name: str, cards: tuple[str, ...]) -> str:
     return _compact({"name": name, "cards": list(cards)})
 
@@ -258,7 +258,7 @@ def observed(ra: float, dec: float, t: float) -> tuple[float, float, float, floa
     return alt, az, ha, astro.airmass(alt)
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=512)  # two LSSTCam headers and more: as many hits as 1024 (overlapping exposures)
 def encoded_hdu(cards: tuple[str, ...]) -> tuple[str, ...]:
     """Card images of one HDU with CHECKSUM/DATASUM, memoized on its cards."""
     return tuple(checksum_cards(list(cards)))
