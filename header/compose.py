@@ -85,11 +85,16 @@ class ComposedHeader:
         }
 
     def payload_json(self, **extra: Any) -> bytes:
-        """:meth:`to_payload` (plus ``extra`` fields) as compact JSON, each HDU's JSON memoized:
-        an LSSTCam header's sensor HDUs mostly repeat, and encoding its 670 kB anew took 2 ms."""
+        """:meth:`to_payload` (plus ``extra`` fields) as compact JSON, each extension HDU's JSON
+        memoized: an LSSTCam header's sensor HDUs mostly repeat, and encoding its 670 kB anew took
+        2 ms. The primary HDU is new in every composition (its DATE is the composition's time):
+        memoized, it would only push out HDUs that repeat."""
         head = {k: v for k, v in self.to_payload().items() if k not in ("hdus", "provenance")}
         head.update(extra)
-        hdus = ",".join(_hdu_json(n, tuple(c)) for n, c in zip(self.hdu_names, self.hdus))
+        hdus = ",".join(
+            _hdu_json(n, tuple(c)) if i else _compact({"name": n, "cards": c})
+            for i, (n, c) in enumerate(zip(self.hdu_names, self.hdus))
+        )
         text = _compact(head)[:-1] + ',"hdus":[' + hdus + '],"provenance":' + _compact(self.provenance) + "}"
         return text.encode()
 
@@ -805,7 +810,9 @@ def compose_header(
                 hdus.append(seg_hdu)
                 names.append(seg_name)
 
-    encoded = [sensor_hdus[i] if i in sensor_hdus else list(encoded_hdu(tuple(h))) for i, h in enumerate(hdus)]
+    # the primary HDU is new in every composition (its DATE is now): checksummed, not memoized
+    extensions = [sensor_hdus[i] if i in sensor_hdus else list(encoded_hdu(tuple(h))) for i, h in enumerate(hdus) if i]
+    encoded = [checksum_cards(primary)] + extensions
     dayobs_r = resolved.get("DAYOBS")
     dayobs = str(dayobs_r.value) if dayobs_r and dayobs_r.defined else ""
     if dayobs_problem(dayobs):  # the file's folder is never taken from a bad imageDate
