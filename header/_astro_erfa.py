@@ -98,8 +98,8 @@ constants the computations need come from ERFA (``gd2gc``/``gc2gd``, as
 ``astropy.coordinates``.  The default Earth orientation table is read the
 first time it is needed as ``IERS_Auto.open()`` reads it, in an order that
 peaks lower, and only the columns astropy's interpolation reads are kept
-(it is then astropy's cached ``IERS_Auto`` table, used by every route; see
-:func:`_read_default_eop_table`).  A table a caller sets with
+(it stays astropy's cached ``IERS_Auto`` table, used by every route; see
+:func:`_eop_table`).  A table a caller sets with
 ``iers.earth_orientation_table.set`` is used as it is.
 
 Cost
@@ -536,27 +536,31 @@ _EOP_COLUMNS = ["MJD", "UT1_UTC", "UT1Flag", "PM_x", "PM_y", "PolPMFlag", "dX_20
 
 
 def _eop_table() -> iers.IERS:
-    """astropy's Earth orientation table (``iers.earth_orientation_table``); the default one is
-    read the first time by :func:`_read_default_eop_table`."""
-    if iers.IERS_Auto.iers_table is None:
-        iers.IERS_Auto.iers_table = _read_default_eop_table()
+    """astropy's Earth orientation table (``iers.earth_orientation_table``).
+
+    Of the default one, astropy's cached ``IERS_Auto`` table (read by
+    :func:`_read_default_eop_table` if astropy has not read it yet), only :data:`_EOP_COLUMNS` are
+    kept, and astropy's copy of the IERS-B table, which only that read uses, is released: 1 MB of
+    columns instead of the 9 MB of both tables. Same rows, same interpolation, same values."""
+    default = iers.IERS_Auto.iers_table
+    if default is None or default.colnames != _EOP_COLUMNS:
+        full = _read_default_eop_table() if default is None else default
+        iers.IERS_Auto.iers_table = full[_EOP_COLUMNS]
+        iers.IERS_B.close()
     return iers.earth_orientation_table.get()
 
 
 def _read_default_eop_table() -> iers.IERS_Auto:
     """The table ``iers.IERS_Auto.open()`` reads (the bundled IERS-A file with the bundled IERS-B
-    values substituted into it), keeping only :data:`_EOP_COLUMNS`: same reads, same values.
+    values substituted into it), read with a lower peak.
 
     Read by ``IERS_Auto.open()`` alone, IERS-B is parsed inside the IERS-A read while the IERS-A
     parse's garbage is still alive, and the process's RSS peaks some 95 MB above what it holds
-    after. Here IERS-B is read first and its parse's garbage collected before IERS-A is read (peak
-    50 MB above), and astropy's copy of the IERS-B table, which only that read uses, is released:
-    the columns kept take 1 MB instead of the 9 MB of both tables."""
+    after. Here IERS-B is read first and its parse's garbage collected before IERS-A is read: the
+    peak is 50 MB above."""
     iers.IERS_B.open()
     gc.collect()
-    table = iers.IERS_Auto.read()
-    iers.IERS_B.close()
-    return table[_EOP_COLUMNS]
+    return iers.IERS_Auto.read()
 
 
 def _eop(t: Time) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,11 +5,11 @@ the full table astropy reads itself, at measured, predicted and beyond-the-table
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from astropy.time import Time
 from astropy.utils import iers
 
 from header import _astro_erfa as erfa_astro
-from header import astro
 
 
 def instants(table: iers.IERS) -> tuple[np.ndarray, np.ndarray]:
@@ -21,7 +21,7 @@ def instants(table: iers.IERS) -> tuple[np.ndarray, np.ndarray]:
 
 def test_kept_columns_interpolate_exactly_as_the_full_table() -> None:
     full = iers.IERS_Auto.read()  # what IERS_Auto.open() reads, every column
-    kept = erfa_astro._read_default_eop_table()
+    kept = erfa_astro._eop_table()
     assert type(kept) is type(full) and kept.colnames == erfa_astro._EOP_COLUMNS
     assert kept.meta["predictive_mjd"] == full.meta["predictive_mjd"]
     jd1, jd2 = instants(full)
@@ -33,10 +33,15 @@ def test_kept_columns_interpolate_exactly_as_the_full_table() -> None:
             assert getattr(w, "unit", None) == getattr(g, "unit", None)
 
 
-def test_the_process_table_is_the_kept_one_and_the_iers_b_copy_is_released() -> None:
-    astro.preload()
-    table = iers.earth_orientation_table.get()
-    assert table is iers.IERS_Auto.iers_table and table.colnames == erfa_astro._EOP_COLUMNS
+@pytest.mark.parametrize("read_by_astropy_first", [False, True])
+def test_the_process_table_keeps_only_those_columns(monkeypatch: pytest.MonkeyPatch, read_by_astropy_first: bool) -> None:
+    """Whether this module reads the default table or astropy read it before (another caller),
+    astropy's cached table becomes the one with the kept columns and the IERS-B copy is released."""
+    monkeypatch.setattr(iers.IERS_B, "iers_table", None)
+    monkeypatch.setattr(iers.IERS_Auto, "iers_table", iers.IERS_Auto.read() if read_by_astropy_first else None)
+    table = erfa_astro._eop_table()
+    assert table is iers.IERS_Auto.iers_table is iers.earth_orientation_table.get()
+    assert table.colnames == erfa_astro._EOP_COLUMNS and len(table) > 10000
     assert iers.IERS_B.iers_table is None
 
 
