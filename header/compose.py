@@ -92,7 +92,7 @@ class ComposedHeader:
         head = {k: v for k, v in self.to_payload().items() if k not in ("hdus", "provenance")}
         head.update(extra)
         hdus = ",".join(
-            _hdu_json(n, tuple(c)) if i else _compact({"name": n, "cards": c})
+            _hdu_json(n, c) if i else _compact({"name": n, "cards": c})
             for i, (n, c) in enumerate(zip(self.hdu_names, self.hdus))
         )
         text = _compact(head)[:-1] + ',"hdus":[' + hdus + '],"provenance":' + _compact(self.provenance) + "}"
@@ -103,9 +103,10 @@ def _compact(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=True)
 
 
-@lru_cache(maxsize=1024)  # five LSSTCam headers: the hits are the image's own provisional composition's
-def _hdu_json(name: str, cards: tuple[str, ...]) -> str:
-    return _compact({"name": name, "cards": list(cards)})
+def _hdu_json(name: str, cards: list[str]) -> str:
+    """One extension HDU's JSON, memoized: the hits are the image's own provisional composition's."""
+    key = (name, tuple(cards))
+    return _HDU_JSON.get(key) or _HDU_JSON.put(key, _compact({"name": name, "cards": cards}))
 
 
 @dataclass
@@ -263,17 +264,32 @@ def observed(ra: float, dec: float, t: float) -> tuple[float, float, float, floa
     return alt, az, ha, astro.airmass(alt)
 
 
-@lru_cache(maxsize=512)  # two LSSTCam headers and more: as many hits as 1024 (overlapping exposures)
 def encoded_hdu(cards: tuple[str, ...]) -> tuple[str, ...]:
     """Card images of one HDU with CHECKSUM/DATASUM, memoized on its cards."""
-    return tuple(checksum_cards(list(cards)))
+    return _ENCODED_HDUS.get(cards) or _ENCODED_HDUS.put(cards, tuple(checksum_cards(list(cards))))
+
+
+#: Headers the per-HDU memos hold (HDU JSON, encoded HDUs, sensor HDUs), of the largest header this
+#: process composed: an image's provisional and final compositions, the next image's provisional one
+#: (overlapping exposures) and a margin. Counted in headers, a LATISS composer (18 HDUs a header)
+#: does not keep hundreds of past headers in memos sized for LSSTCam's 206 HDUs.
+MEMO_HEADERS = 5
+_HDU_JSON: BoundedMemo[str] = BoundedMemo(MEMO_HEADERS)
+_ENCODED_HDUS: "BoundedMemo[tuple[str, ...]]" = BoundedMemo(MEMO_HEADERS)
+#: Encoded sensor HDUs with their notes.
+_SENSOR_HDUS: "BoundedMemo[tuple[tuple[str, ...], Notes]]" = BoundedMemo(MEMO_HEADERS)
+
+
+def _memoize_headers_of(n_hdus: int, n_sensors: int) -> None:
+    """Let the per-HDU memos hold ``MEMO_HEADERS`` headers of ``n_hdus`` HDUs and ``n_sensors``
+    sensors, if they hold fewer (they never shrink)."""
+    for memo, n in ((_HDU_JSON, n_hdus), (_ENCODED_HDUS, n_hdus), (_SENSOR_HDUS, n_sensors)):
+        memo.size = max(memo.size, MEMO_HEADERS * n)
 
 
 #: Reduced keywords by what a reduction reads (see _reduced_key): six headers' worth for the largest
 #: keyword map (LSSTCam reduces ~80 a header); more only held per-sensor values nothing reads again.
 _REDUCED: BoundedMemo[Resolved] = BoundedMemo(512)
-#: Encoded sensor HDUs with their notes: two LSSTCam headers' worth and more.
-_SENSOR_HDUS: "BoundedMemo[tuple[tuple[str, ...], Notes]]" = BoundedMemo(1024)
 #: What every sensor HDU of a header shares, one object per distinct value: the sensors' memo keys
 #: holding it then compare it by identity.
 _COMMON: "BoundedMemo[tuple]" = BoundedMemo(64)
@@ -810,6 +826,7 @@ def compose_header(
                 hdus.append(seg_hdu)
                 names.append(seg_name)
 
+    _memoize_headers_of(len(hdus), len(sensors))
     # the primary HDU is new in every composition (its DATE is now): checksummed, not memoized
     extensions = [sensor_hdus[i] if i in sensor_hdus else list(encoded_hdu(tuple(h))) for i, h in enumerate(hdus) if i]
     encoded = [checksum_cards(primary)] + extensions
