@@ -95,7 +95,12 @@ Memory
 :data:`SITE` is built on first access (module ``__getattr__``): the site
 constants the computations need come from ERFA (``gd2gc``/``gc2gd``, as
 ``EarthLocation`` does), so importing this module does not import
-``astropy.coordinates``.
+``astropy.coordinates``.  The default Earth orientation table is read the
+first time it is needed as ``IERS_Auto.open()`` reads it, in an order that
+peaks lower, and only the columns astropy's interpolation reads are kept
+(it stays astropy's cached ``IERS_Auto`` table, used by every route; see
+:func:`_eop_table`).  A table a caller sets with
+``iers.earth_orientation_table.set`` is used as it is.
 
 Cost
 ----
@@ -114,6 +119,7 @@ above) cost 0.1-2 ms as before.
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import warnings
 from dataclasses import dataclass
@@ -524,6 +530,39 @@ def exposure_times(start_tai: float, end_tai: float) -> dict[str, object]:
 # --------------------------------------------------------------------------
 # Earth orientation
 # --------------------------------------------------------------------------
+#: What astropy's interpolation reads of an Earth orientation table (``IERS.ut1_utc``, ``pm_xy``,
+#: ``dcip_xy`` and their status flags): the columns kept of the default table.
+_EOP_COLUMNS = ["MJD", "UT1_UTC", "UT1Flag", "PM_x", "PM_y", "PolPMFlag", "dX_2000A", "dY_2000A", "NutFlag"]
+
+
+def _eop_table() -> iers.IERS:
+    """astropy's Earth orientation table (``iers.earth_orientation_table``).
+
+    Of the default one, astropy's cached ``IERS_Auto`` table (read by
+    :func:`_read_default_eop_table` if astropy has not read it yet), only :data:`_EOP_COLUMNS` are
+    kept, and astropy's copy of the IERS-B table, which only that read uses, is released: 1 MB of
+    columns instead of the 9 MB of both tables. Same rows, same interpolation, same values."""
+    default = iers.IERS_Auto.iers_table
+    if default is None or default.colnames != _EOP_COLUMNS:
+        full = _read_default_eop_table() if default is None else default
+        iers.IERS_Auto.iers_table = full[_EOP_COLUMNS]
+        iers.IERS_B.close()
+    return iers.earth_orientation_table.get()
+
+
+def _read_default_eop_table() -> iers.IERS_Auto:
+    """The table ``iers.IERS_Auto.open()`` reads (the bundled IERS-A file with the bundled IERS-B
+    values substituted into it), read with a lower peak.
+
+    Read by ``IERS_Auto.open()`` alone, IERS-B is parsed inside the IERS-A read while the IERS-A
+    parse's garbage is still alive, and the process's RSS peaks some 95 MB above what it holds
+    after. Here IERS-B is read first and its parse's garbage collected before IERS-A is read: the
+    peak is 50 MB above."""
+    iers.IERS_B.open()
+    gc.collect()
+    return iers.IERS_Auto.read()
+
+
 def _eop(t: Time) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """UT1-UTC (s) and polar motion (rad) from the bundled IERS table.
 
@@ -531,7 +570,7 @@ def _eop(t: Time) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "beyond IERS range" warning: past the end of the table the last values
     are held (see the module docstring).  Array route (no memo).
     """
-    table = iers.earth_orientation_table.get()
+    table = _eop_table()
     utc = t.utc
     dut1 = table.ut1_utc(utc.jd1, utc.jd2)
     xp, yp = table.pm_xy(utc.jd1, utc.jd2)
@@ -550,7 +589,7 @@ def _eop_day(mjd: int) -> list[tuple[float, ...]]:
     vectorised call each of ``ut1_utc`` (with status) and ``pm_xy`` (which
     applies astropy's range check, as :func:`_eop` does).
     """
-    table = iers.earth_orientation_table.get()
+    table = _eop_table()
     n = _EOP_CELLS_PER_DAY
     k = np.arange(n)
     f0 = k / n
@@ -623,7 +662,7 @@ def eop_status(tai_unix: float) -> str:
         if utc is not None:
             return _status_name(_eop_scalar(*utc)[3])
     t = sal_time(tai_unix).utc
-    table = iers.earth_orientation_table.get()
+    table = _eop_table()
     _, status = table.ut1_utc(t.jd1, t.jd2, return_status=True)
     return _status_name(int(np.asarray(status)))
 

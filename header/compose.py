@@ -85,11 +85,16 @@ class ComposedHeader:
         }
 
     def payload_json(self, **extra: Any) -> bytes:
-        """:meth:`to_payload` (plus ``extra`` fields) as compact JSON, each HDU's JSON memoized:
-        an LSSTCam header's sensor HDUs mostly repeat, and encoding its 670 kB anew took 2 ms."""
+        """:meth:`to_payload` (plus ``extra`` fields) as compact JSON, each extension HDU's JSON
+        memoized: an LSSTCam header's sensor HDUs mostly repeat, and encoding its 670 kB anew took
+        2 ms. The primary HDU is new in every composition (its DATE is the composition's time):
+        memoized, it would only push out HDUs that repeat."""
         head = {k: v for k, v in self.to_payload().items() if k not in ("hdus", "provenance")}
         head.update(extra)
-        hdus = ",".join(_hdu_json(n, tuple(c)) for n, c in zip(self.hdu_names, self.hdus))
+        hdus = ",".join(
+            _hdu_json(n, c) if i else _compact({"name": n, "cards": c})
+            for i, (n, c) in enumerate(zip(self.hdu_names, self.hdus))
+        )
         text = _compact(head)[:-1] + ',"hdus":[' + hdus + '],"provenance":' + _compact(self.provenance) + "}"
         return text.encode()
 
@@ -98,9 +103,10 @@ def _compact(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=True)
 
 
-@lru_cache(maxsize=2048)
-def _hdu_json(name: str, cards: tuple[str, ...]) -> str:
-    return _compact({"name": name, "cards": list(cards)})
+def _hdu_json(name: str, cards: list[str]) -> str:
+    """One extension HDU's JSON, memoized: the hits are the image's own provisional composition's."""
+    key = (name, tuple(cards))
+    return _HDU_JSON.get(key) or _HDU_JSON.put(key, _compact({"name": name, "cards": cards}))
 
 
 @dataclass
@@ -258,17 +264,32 @@ def observed(ra: float, dec: float, t: float) -> tuple[float, float, float, floa
     return alt, az, ha, astro.airmass(alt)
 
 
-@lru_cache(maxsize=1024)
 def encoded_hdu(cards: tuple[str, ...]) -> tuple[str, ...]:
     """Card images of one HDU with CHECKSUM/DATASUM, memoized on its cards."""
-    return tuple(checksum_cards(list(cards)))
+    return _ENCODED_HDUS.get(cards) or _ENCODED_HDUS.put(cards, tuple(checksum_cards(list(cards))))
+
+
+#: Headers the per-HDU memos hold (HDU JSON, encoded HDUs, sensor HDUs), of the largest header this
+#: process composed: an image's provisional and final compositions, the next image's provisional one
+#: (overlapping exposures) and a margin. Counted in headers, a LATISS composer (18 HDUs a header)
+#: does not keep hundreds of past headers in memos sized for LSSTCam's 206 HDUs.
+MEMO_HEADERS = 5
+_HDU_JSON: BoundedMemo[str] = BoundedMemo(MEMO_HEADERS)
+_ENCODED_HDUS: "BoundedMemo[tuple[str, ...]]" = BoundedMemo(MEMO_HEADERS)
+#: Encoded sensor HDUs with their notes.
+_SENSOR_HDUS: "BoundedMemo[tuple[tuple[str, ...], Notes]]" = BoundedMemo(MEMO_HEADERS)
+
+
+def _memoize_headers_of(n_hdus: int, n_sensors: int) -> None:
+    """Let the per-HDU memos hold ``MEMO_HEADERS`` headers of ``n_hdus`` HDUs and ``n_sensors``
+    sensors, if they hold fewer (they never shrink)."""
+    for memo, n in ((_HDU_JSON, n_hdus), (_ENCODED_HDUS, n_hdus), (_SENSOR_HDUS, n_sensors)):
+        memo.size = max(memo.size, MEMO_HEADERS * n)
 
 
 #: Reduced keywords by what a reduction reads (see _reduced_key): six headers' worth for the largest
 #: keyword map (LSSTCam reduces ~80 a header); more only held per-sensor values nothing reads again.
 _REDUCED: BoundedMemo[Resolved] = BoundedMemo(512)
-#: Encoded sensor HDUs with their notes: two LSSTCam headers' worth and more.
-_SENSOR_HDUS: "BoundedMemo[tuple[tuple[str, ...], Notes]]" = BoundedMemo(1024)
 #: What every sensor HDU of a header shares, one object per distinct value: the sensors' memo keys
 #: holding it then compare it by identity.
 _COMMON: "BoundedMemo[tuple]" = BoundedMemo(64)
@@ -345,11 +366,17 @@ def _duration(inputs: ExposureInputs, topic: str, field_name: str) -> float | No
 
 
 class Computer:
-    """Values no telemetry carries, computed once per header from the resolved keywords."""
+    """Values no telemetry carries, computed once per header from the resolved keywords.
+
+    It keeps what it reads of the inputs, not the inputs: a composed header's computer stays in its
+    :class:`SensorContext` (the composer keeps twenty) and the telemetry snapshots and monitor
+    windows are not needed after the keywords are resolved."""
 
     def __init__(self, cfg: InstanceConfig, inputs: ExposureInputs, resolved: dict[str, Resolved], now_tai: float, version: int, complete: bool):
         self.cfg = cfg
-        self.inputs = inputs
+        self.image_name = inputs.image_name
+        self.points = inputs.points
+        self.overrides_version = inputs.overrides_version
         self.resolved = resolved
         self.now = now_tai
         self.version = version
@@ -400,7 +427,7 @@ class Computer:
         return astro.mjd_tai(self.end) if self.end else None
 
     def c_filename(self) -> str:
-        return f"{self.inputs.image_name}.fits"
+        return f"{self.image_name}.fits"
 
     def c_airmass_mid(self) -> float | None:
         altaz = self._mid_altaz()
@@ -411,7 +438,7 @@ class Computer:
         return 90.0 - altaz[0] if altaz else None
 
     def _pointing_at(self, point: str) -> float | None:
-        return astro.usable_time(self.inputs.points.get(point))
+        return astro.usable_time(self.points.get(point))
 
     def _observed(self, point: str) -> tuple[float, float, float, float | None] | None:
         """(alt, az, ha_hours, airmass) of the commanded pointing at a collection point (memoized)."""
@@ -505,7 +532,7 @@ class Computer:
         return self.cfg.tstand or None
 
     def c_overrides_version(self) -> int:
-        return int(self.inputs.overrides_version)
+        return int(self.overrides_version)
 
     def c_header_version(self) -> str:
         return f"{SOFTWARE_VERSION} v{self.version}"
@@ -799,7 +826,10 @@ def compose_header(
                 hdus.append(seg_hdu)
                 names.append(seg_name)
 
-    encoded = [sensor_hdus[i] if i in sensor_hdus else list(encoded_hdu(tuple(h))) for i, h in enumerate(hdus)]
+    _memoize_headers_of(len(hdus), len(sensors))
+    # the primary HDU is new in every composition (its DATE is now): checksummed, not memoized
+    extensions = [sensor_hdus[i] if i in sensor_hdus else list(encoded_hdu(tuple(h))) for i, h in enumerate(hdus) if i]
+    encoded = [checksum_cards(primary)] + extensions
     dayobs_r = resolved.get("DAYOBS")
     dayobs = str(dayobs_r.value) if dayobs_r and dayobs_r.defined else ""
     if dayobs_problem(dayobs):  # the file's folder is never taken from a bad imageDate

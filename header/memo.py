@@ -3,7 +3,9 @@
 :func:`functools.lru_cache` serves functions of hashable arguments; the composition memoizes
 pieces (reduced keywords, encoded sensor and segment HDUs) whose key the caller builds from values
 (never ``id()``), so an equal input finds its entry whatever object carries it and a changed input
-never finds a stale one. They need the same bound and eviction with an explicit key: this.
+never finds a stale one. They need the same bound and eviction with an explicit key: this. Its
+bound can also be raised after it is made (the per-HDU memos hold a number of headers of the
+largest header composed, see :data:`header.compose.MEMO_HEADERS`).
 """
 
 from __future__ import annotations
