@@ -465,8 +465,9 @@ def wait_for_subscribers(pub: zmq.Socket, prefixes: list[bytes], timeout_s: floa
     drop them, and with them the exposures taken while it was down."""
     want = {b"\x01" + p for p in prefixes}
     end = time.monotonic() + timeout_s
-    while want and time.monotonic() < end and pub.poll(50):
-        want.discard(pub.recv())
+    while want and (left := end - time.monotonic()) > 0:
+        if pub.poll(min(50.0, left * 1000.0)):
+            want.discard(pub.recv())
     return {w[1:] for w in want}
 
 

@@ -38,3 +38,26 @@ def test_exposures_taken_while_the_listener_is_down_are_announced(tmp_path: Path
             sim.wait(10)
     finally:
         dep.stop()
+
+
+def test_a_restarted_listener_waits_for_subscribers_that_reconnect_late() -> None:
+    import threading
+
+    import zmq
+
+    from procs.listener import wait_for_subscribers
+
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.XPUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"sal.")
+    late = threading.Timer(0.5, sub.connect, (f"tcp://127.0.0.1:{port}",))  # a SUB retrying every 100 ms, late
+    late.start()
+    try:
+        assert wait_for_subscribers(pub, [b"sal."], 5.0) == set()
+        assert wait_for_subscribers(pub, [b"sal.ATCamera."], 0.3) == {b"sal.ATCamera."}  # nobody: gives up
+    finally:
+        late.join()
+        sub.close(linger=0)
+        pub.close(linger=0)
