@@ -3,6 +3,7 @@ targets checked in every scenario."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tools.bench.latency import NightResult
@@ -41,16 +42,24 @@ def test_targets_are_checked_in_every_scenario_of_a_camera() -> None:
     assert by_name["LATISS endOfImageTelemetry -> largeFileObjectAvailable p99 <= 8 ms, alone"]["status"] == "not measured"
 
 
-def test_a_tail_exposure_names_the_stage_that_grew() -> None:
+def _night(camera: str, prefix: str, t0: float, arrivals: Callable[[int, float], tuple[dict[str, Any], float]]) -> NightResult:
+    """100 exposures whose endOfImageTelemetry is written at ``t0 + k`` s; ``arrivals(k, t)`` gives
+    exposure k's fast-path record and the time its announcement arrived."""
     eoit, fast, lfo = {}, {}, {}
     for k in range(100):
-        name = f"MC_O_20261203_{k:06d}"
-        t = 1000.0 + k
+        name = f"{prefix}_O_20261203_{k:06d}"
+        eoit[name] = t = t0 + k
+        fast[name], announced = arrivals(k, t)
+        lfo[name] = {"t": announced}
+    return NightResult(camera, "main", eoit, fast, lfo, 1.0, 0, 1.0, 10.0, 0.0)
+
+
+def test_a_tail_exposure_names_the_stage_that_grew() -> None:
+    def arrivals(k: int, t: float) -> tuple[dict[str, Any], float]:
         slow_publish = 0.040 if k == 7 else 0.0
-        eoit[name] = t
-        fast[name] = {"t": t + 0.006, "sent": t + 0.005, "compose_s": 0.003}
-        lfo[name] = {"t": t + 0.012 + slow_publish}
-    night = NightResult("LSSTCam", "main", eoit, fast, lfo, 1.0, 0, 1.0, 10.0, 0.0)
+        return {"t": t + 0.006, "sent": t + 0.005, "compose_s": 0.003}, t + 0.012 + slow_publish
+
+    night = _night("LSSTCam", "MC", 1000.0, arrivals)
     tail = night.tail("announcement")
     worst = tail["images"][0]
     assert worst["image"] == "MC_O_20261203_000007"
@@ -70,17 +79,13 @@ def test_a_tail_inside_before_compose_is_traced_to_its_part() -> None:
     def tai_from_utc(t: float) -> float:
         return t + tai_minus_utc(t)
 
-    eoit, fast, lfo = {}, {}, {}
-    for k in range(100):
-        name = f"AT_O_20261203_{k:06d}"
-        t = 1.8e9 + k
+    def arrivals(k: int, t: float) -> tuple[dict[str, Any], float]:
         slow_collect = 0.030 if k == 42 else 0.0
-        eoit[name] = t
         sent = t + 0.004 + slow_collect
-        fast[name] = {"t": sent + 0.0005, "sent": sent, "compose_s": 0.001, "collect_s": 0.001 + slow_collect,
-                      "listener_tai": tai_from_utc(t + 0.0005), "composer_tai": tai_from_utc(t + 0.001)}  # fmt: skip
-        lfo[name] = {"t": sent + 0.002}
-    night = NightResult("LATISS", "main", eoit, fast, lfo, 1.0, 0, 1.0, 10.0, 0.0)
+        return ({"t": sent + 0.0005, "sent": sent, "compose_s": 0.001, "collect_s": 0.001 + slow_collect,
+                 "listener_tai": tai_from_utc(t + 0.0005), "composer_tai": tai_from_utc(t + 0.001)}, sent + 0.002)  # fmt: skip
+
+    night = _night("LATISS", "AT", 1.8e9, arrivals)
     worst = night.tail("announcement")["images"][0]
     assert worst["image"] == "AT_O_20261203_000042" and worst["grew_most"] == "collect"
     st = worst["stages_ms"]
