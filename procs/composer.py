@@ -43,7 +43,7 @@ from procs.exposure import (  # noqa: F401 - the rules' helpers, also used from 
     exposure_timeout,
     replay_order,
 )
-from procs.journal import AppendLog, read_json, write_json_atomic
+from procs.journal import AppendLog, SnapshotWriter, read_json
 from protocols.config import InstanceConfig, KeywordMap, load_keyword_map, load_template
 from protocols.envelope import EnvelopeError, GapTracker, Sender, decode, sender_id, split_identity, tai_now
 from protocols.csc_state import CscStateFollower, ErrorCode, fault_frames
@@ -147,6 +147,7 @@ class Composer:
         self.machine = ExposureMachine(cfg.instrument, cfg.csc, cfg.end_deadline, self.counts)
         self.csc = CscStateFollower(cfg, role="composer")
         self.state_path = Path(cfg.state_dir) / cfg.instrument / "composer.json"
+        self.journal = SnapshotWriter(self.state_path)  # off the event path: see SnapshotWriter
         self.history = AppendLog(Path(cfg.state_dir) / cfg.instrument / "composer-history.jsonl")
         self.gaps = GapTracker()
         ctx = zmq.Context.instance()
@@ -210,7 +211,7 @@ class Composer:
                 if self.history.lines > 2 * DONE_KEPT:
                     self.history.compact(self.machine.compacted())
             elif isinstance(action, Journal):
-                write_json_atomic(self.state_path, self.machine.snapshot())
+                self.journal.put(self.machine.snapshot())
             elif isinstance(action, Skip):
                 body = Skipped(action.image_name, action.reason, action.duplicate).encode()
                 self.pub.send_multipart(self.ctl_sender.frames(f"ctl.skipped.{self.cfg.instrument}.{action.image_name}", body))
@@ -550,6 +551,8 @@ class Composer:
                 self.check_deadlines()
                 self.resend_unacked()
                 self.publish_status()
+                self.journal.check()  # a journal that cannot be written stops the process
+        self.journal.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,85 @@ def read_json(path: Path, default: Any) -> Any:
     except (OSError, ValueError) as exc:
         log.error("state file %s unreadable (%s): starting from empty state", path, exc)
         return default
+
+
+class SnapshotWriter:
+    """The latest JSON snapshot of a process's state, written durably (:func:`write_atomic`) by a
+    thread of its own, so that the loop handing it over never waits for the disk.
+
+    An fsync on a disk shared with the annex and the cache took up to 80 ms: written from the
+    composer's loop, it held every camera event queued behind it, endOfImageTelemetry included.
+    The snapshot is encoded when it is handed over (the state as it is then); only the newest one
+    waiting is written, an older one never after a newer. What a kill loses is the last snapshot or
+    two, which the process's restart already recovers (the composer replays camera events from the
+    cache since its journal's bus time). A failed write is raised in the caller's thread at its
+    next :meth:`put` or :meth:`check`, as a synchronous write's would be."""
+
+    def __init__(self, path: Path, write: Callable[[Path, bytes], None] = write_atomic):
+        self.path, self._write = path, write
+        self._cond = threading.Condition()
+        self._pending: bytes | None = None
+        self._writing = self._closed = False
+        self._error: OSError | None = None
+        self.written = 0  # snapshots on disk (a coalesced one is never written)
+        self._thread = threading.Thread(target=self._run, name=f"snapshot-{path.name}", daemon=True)
+        self._thread.start()
+
+    def put(self, state: Any) -> None:
+        """Hand over the state to write (JSON-encoded now), replacing one not yet written."""
+        raw = json.dumps(state, separators=(",", ":")).encode()
+        with self._cond:
+            self._raise_error()
+            if self._closed:
+                raise RuntimeError(f"snapshot writer of {self.path} is closed")
+            self._pending = raw
+            self._cond.notify_all()
+
+    def check(self) -> None:
+        """Raise the error of a failed write, if any."""
+        with self._cond:
+            self._raise_error()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every snapshot handed over is on disk (False on timeout); raises a failed write."""
+        with self._cond:
+            done = self._cond.wait_for(lambda: self._error is not None or (self._pending is None and not self._writing), timeout)
+            self._raise_error()
+            return done
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is pending, then stop the thread."""
+        try:
+            self.flush(timeout)
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            self._thread.join(timeout)
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None or self._closed)
+                if self._pending is None:
+                    return
+                raw, self._pending, self._writing = self._pending, None, True
+            try:
+                self._write(self.path, raw)
+            except OSError as exc:
+                log.error("cannot write %s: %s", self.path, exc)
+                with self._cond:
+                    self._error, self._writing = exc, False
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._writing = False
+                self.written += 1
+                self._cond.notify_all()
 
 
 class AppendLog:

@@ -1,5 +1,6 @@
 """A composer restarted while the cache is down: it waits for the cache, then replays the missed
-camera events in time order and finishes the exposure complete (real sockets, in process)."""
+camera events in time order and finishes the exposure complete; a composer whose journal waits for
+its disk handles its camera events meanwhile (real sockets, in process)."""
 
 from __future__ import annotations
 
@@ -77,16 +78,62 @@ def test_composer_waits_for_the_cache_then_replays_in_time_order(cfg: Any) -> No
         assert {"done": IMAGE, "v": 1, "complete": True, "t": T0} in [json.loads(line) for line in history]
     finally:
         stop.requested = True
-        time.sleep(0.2)
-        gc.enable()
-        gc.unfreeze()
-        for obj in (composer, cache):
-            if obj is None:
-                continue
-            for name in ("sub", "push", "acks", "pub", "router"):
-                sock = getattr(obj, name, None)
-                if sock is not None:
-                    sock.close(linger=0)
-            for client in (getattr(obj, "cache", None), getattr(obj, "listener", None)):
-                if client is not None and hasattr(client, "close"):
-                    client.close()
+        close(composer, cache)
+
+
+def close(*processes: Any) -> None:
+    """The sockets of in-process composers and caches, once their loops have seen their stop."""
+    time.sleep(0.2)
+    gc.enable()
+    gc.unfreeze()
+    for obj in processes:
+        if obj is None:
+            continue
+        for name in ("sub", "push", "acks", "pub", "router"):
+            sock = getattr(obj, name, None)
+            if sock is not None:
+                sock.close(linger=0)
+        for client in (getattr(obj, "cache", None), getattr(obj, "listener", None)):
+            if client is not None and hasattr(client, "close"):
+                client.close()
+
+
+def test_camera_events_are_handled_while_the_journal_waits_for_its_disk(cfg: Any) -> None:
+    """The journal's fsync once held the composer's loop for up to 80 ms, and the events queued
+    behind it: the whole exposure is now composed and sent while its first snapshot cannot reach
+    the disk, and the snapshot written once it can is the latest state."""
+    from procs.cache import CacheServer
+    from procs.composer import Composer
+    from procs.journal import SnapshotWriter, write_atomic
+
+    writing, disk_back = threading.Event(), threading.Event()
+
+    def slow_disk(path: Path, raw: bytes) -> None:
+        writing.set()
+        disk_back.wait(60)
+        write_atomic(path, raw)
+
+    stop = SimpleNamespace(requested=False)
+    composer = cache = None
+    try:
+        cache = CacheServer(cfg)
+        threading.Thread(target=cache.run, args=(stop,), daemon=True).start()
+        composer = Composer(cfg)
+        composer.journal.close()
+        composer.journal = SnapshotWriter(composer.state_path, write=slow_disk)
+        composer.csc.payload = {"state": "ENABLED"}  # as last heard from its CSC (none runs here)
+        sender = Sender("listener.LATISS@test:1:0")
+        for ev in EVENTS:
+            composer.on_event(sender.frames(f"sal.ATCamera.{ev['topic']}", salrecord.encode_sample("ATCamera", ev["topic"], ev)))
+        assert writing.wait(30), "no journal snapshot was handed to the disk"
+        assert composer.done.get(IMAGE) == [1, True], "the exposure waited for the journal's disk"
+        assert not composer.journal.flush(timeout=0.05), "the snapshot was written while the disk was held"
+        disk_back.set()
+        assert composer.journal.flush(timeout=30)
+        journal = json.loads(composer.state_path.read_text())
+        assert IMAGE not in journal["open"] and journal["unacked"] == [IMAGE]
+        assert composer.journal.written == 2, "the snapshots queued behind the slow write were not coalesced"
+    finally:
+        disk_back.set()
+        stop.requested = True
+        close(composer, cache)
