@@ -73,9 +73,9 @@ class SnapshotWriter:
     An fsync on a disk shared with the annex and the cache took up to 80 ms: written from the
     composer's loop, it held every camera event queued behind it, endOfImageTelemetry included.
     The snapshot is encoded when it is handed over (the state as it is then); only the newest one
-    waiting is written, an older one never after a newer. What a kill loses is the last snapshot or
-    two, which the process's restart already recovers (the composer replays camera events from the
-    cache since its journal's bus time). A failed write is raised in the caller's thread at its
+    waiting is written, an older one never after a newer. What a kill loses is the snapshots not yet
+    on disk, which the process's restart already recovers (the composer replays camera events from
+    the cache since its journal's bus time). A failed write is raised in the caller's thread at its
     next :meth:`put` or :meth:`check`, as a synchronous write's would be."""
 
     def __init__(self, path: Path, write: Callable[[Path, bytes], None] = write_atomic):
