@@ -516,12 +516,14 @@ class CacheServer:
                 return
 
     def flush(self) -> None:
+        oldest = self.disk.oldest
         try:
             self.disk.flush(self.meta())
-            self.store.forget_before(self.disk.oldest)
         except OSError as exc:
             self.counts["persist_errors"] += 1
             log.error("cannot persist the cache: %s", exc)
+        if self.disk.oldest != oldest:  # segments were pruned: the samples only they held are gone
+            self.store.forget_before(self.disk.oldest)
 
 
 def main(argv: list[str] | None = None) -> None:

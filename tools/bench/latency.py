@@ -237,7 +237,7 @@ class NightResult:
                 per[k].append(v)
         return {
             **{k: ms_summary(v) for k, v in per.items()},
-            "note": "before_compose = DDS hop, listener, ZeroMQ, composer event handling and journal, cache collect "
+            "note": "before_compose = DDS hop, listener, ZeroMQ, composer event handling, cache collect "
                     "(its parts: bus_to_listener, listener_to_composer, composer_before_collect, collect); "
                     "publisher_write_and_announce = composer send -> largeFileObjectAvailable at the reader",
         }
