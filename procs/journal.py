@@ -184,6 +184,10 @@ class AppendLog:
                 os.fsync(fh.fileno())
         self.lines += 1
 
+    def sync(self) -> None:
+        """Make every record appended so far durable."""
+        fsync_path(self.path)
+
     def compact(self, records: list[dict[str, Any]]) -> None:
         write_atomic(self.path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode())
         self.lines = len(records)

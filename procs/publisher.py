@@ -6,7 +6,9 @@ or the S3 Large File Annex, uploaded whole and verified) in the formats of ``lfo
 YAML or both), records it in the annex index, announces each file on DDS with
 largeFileObjectAvailable (url, generator, version, byteSize, checkSum = MD5, mimeType FITS or YAML,
 id), then makes it durable (fsync of file and folder), writes its provenance side-car
-(``<imageName>.prov.json``) and acknowledges it to the composer. A process that dies at any point
+(``<imageName>.prov.json``) and acknowledges it to the composer. The durability steps run on a
+thread of their own (:mod:`procs.background`), so a header arriving meanwhile is announced without
+waiting for the previous one's fsyncs. A process that dies at any point
 leaves a whole file or none; a machine that crashes between announcement and fsync is covered by
 the composer, which keeps every unacknowledged header and sends it again. Each imageName and
 version is written and announced once.
@@ -22,6 +24,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +36,7 @@ from header.fitsfile import encode_file_from_cards
 from header.yamlheader import payload_yaml
 from procs.annex import MIME_TYPE, AnnexConflict, conflict_location, index_path, open_annex
 from procs.annex_local import LocalAnnex
+from procs.background import BackgroundWorker
 from procs.common import Counters, GcPacer, Stop, run_process
 from procs.journal import AppendLog, write_atomic
 from protocols import sal
@@ -46,6 +50,18 @@ log = logging.getLogger("publisher")
 RETRY_S = 5.0  # s between two attempts at the headers kept while the annex is unwritable
 HTTP_TIMEOUT_S = 10.0  # s an HTTP connection may stay silent (idle keep-alive, half-open, slowloris)
 HTTP_BACKLOG = 256  # pending connections the HTTP listener queues (the stdlib default is 5)
+
+
+@dataclass
+class AnnouncedHeader:
+    """A header stored, indexed and announced, on its way to durable and acknowledged."""
+
+    payload: dict[str, Any]
+    entry: Announced
+    locs: list[str]
+    write_ms: float
+    announce_ms: float
+    side_car_error: str | None = None
 
 
 class SetAside(ValueError):
@@ -101,6 +117,7 @@ class AnnexIndex:
     def __init__(self, path: Path):
         self.path = path
         self.log = AppendLog(path)
+        self.lock = threading.Lock()
         self.entries: dict[str, dict[str, Any]] = {}
         for e in self.log.load():
             if "imageName" in e:
@@ -110,9 +127,14 @@ class AnnexIndex:
 
     def add(self, entry: dict[str, Any], sync: bool = True) -> None:
         """Append one entry; ``sync=False`` leaves the fsync to the next synced entry (the
-        composer keeps an unacknowledged header until the synced one exists, and sends it again)."""
-        self.log.append(entry, sync)
-        self.entries[entry["imageName"]] = entry
+        composer keeps an unacknowledged header until the synced one exists, and sends it again).
+        The loop and the durability thread both append: one line at a time, and the fsync outside
+        the lock, so an append never waits for the other thread's disk."""
+        with self.lock:
+            self.log.append(entry, sync=False)
+            self.entries[entry["imageName"]] = entry
+        if sync:
+            self.log.sync()
 
 
 class Announcer:
@@ -283,6 +305,8 @@ class Publisher:
         self.setup_error: str | None = None  # why the annex cannot be used as configured (S3 credentials...)
         self.spool_dir = Path(cfg.state_dir) / cfg.instrument / "publisher-spool"
         self.spooled: set[str] = set()  # spool files of the kept headers
+        self.durable: BackgroundWorker[AnnouncedHeader] | None = None  # the durability thread, while run() runs
+        self.in_flight: set[str] = set()  # imageNames announced and not yet durable
         self.load_spool()
         self.check_annex()
 
@@ -365,10 +389,12 @@ class Publisher:
             self.annex.put(alt, data, md5, fmt)
             return alt
 
-    def publish(self, payload: dict[str, Any]) -> None:
-        """Store, index and announce one header version, exactly once per imageName and version.
+    def publish(self, payload: dict[str, Any]) -> "AnnouncedHeader | None":
+        """Store, index and announce one header version, exactly once per imageName and version;
+        the header announced, to be made durable (:meth:`make_durable`) and acknowledged
+        (:meth:`acknowledge`), or None for a version announced before (acknowledged again here).
 
-        The index records the files before the announcements and again once announced, so a
+        The index records the files before the announcements and again once durable, so a
         publisher killed in between announces on restart what it had not, and nothing twice.
         Raises :class:`SetAside` for a header that can never be written, OSError for one that
         cannot be written now.
@@ -387,7 +413,7 @@ class Publisher:
             self.counts["duplicates"] += 1
             log.info("%s v%d already published (v%s): acknowledged, not announced again", image, version, prev["version"])
             self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", prev))
-            return
+            return None
         try:
             locs = [self.store(loc, data, md5, fmt, image) for loc, (fmt, data, md5) in zip(locs, files)]
         except BadName as exc:
@@ -403,24 +429,35 @@ class Publisher:
         t1 = time.perf_counter()
         for f in stored.values():
             self.announcer.announce(f["url"], version, f["byteSize"], f["md5"], image, f["mimeType"])
-        t2 = time.perf_counter()
-        # Durable before the acknowledgement: until then the composer keeps the header and sends it
-        # again after a crash of this machine, and the publisher writes and announces it again.
-        for loc in locs:
+        entry.announced = tai_now()
+        return AnnouncedHeader(payload, entry, locs, (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000)
+
+    def make_durable(self, header: "AnnouncedHeader") -> None:
+        """fsync of the files and their folder, the provenance side-car, the index entry saying it is
+        announced: on disk before the acknowledgement. Until then the composer keeps the header and
+        sends it again after a crash of this machine, and it is written and announced again. Runs on
+        the durability thread (:class:`procs.background.BackgroundWorker`), off the loop that takes
+        the next header; raises OSError if the disk refuses."""
+        for loc in header.locs:
             self.annex.commit(loc)
         try:
-            self.annex.put_side(locs[0], json.dumps(payload.get("provenance", {}), indent=1).encode())
+            self.annex.put_side(header.locs[0], json.dumps(header.payload.get("provenance", {}), indent=1).encode())
         except OSError as exc:
+            header.side_car_error = str(exc)
+        self.index.add(header.entry.encode())
+
+    def acknowledge(self, header: "AnnouncedHeader") -> None:
+        """Tell the composer (which stops keeping it) that a header is announced and durable."""
+        entry = header.entry
+        if header.side_car_error:
             self.counts["side_car_errors"] += 1
-            log.error("%s v%d: provenance side-car not stored: %s", image, version, exc)
-        entry.announced = tai_now()
-        self.index.add(entry.encode())
-        self.pub.send_multipart(self.sender.frames(f"ctl.announced.{image}", entry.encode()))
+            log.error("%s v%d: provenance side-car not stored: %s", entry.imageName, entry.version, header.side_car_error)
+        self.pub.send_multipart(self.sender.frames(f"ctl.announced.{entry.imageName}", entry.encode()))
         self.counts["announced"] += 1
         log.info(
             "%s v%d written (%s) and announced at %s; %.1f ms to write, %.1f ms to announce",
-            image, version, ", ".join(f"{f['byteSize']} bytes md5 {f['md5']}" for f in stored.values()),
-            " and ".join(f["url"] for f in stored.values()), (t1 - t0) * 1000, (t2 - t1) * 1000,
+            entry.imageName, entry.version, ", ".join(f"{f['byteSize']} bytes md5 {f['md5']}" for f in entry.files.values()),
+            " and ".join(f["url"] for f in entry.files.values()), header.write_ms, header.announce_ms,
         )  # fmt: skip
 
     def set_aside(self, payload: dict[str, Any], reason: str) -> None:
@@ -445,7 +482,10 @@ class Publisher:
         )
 
     def attempt(self, payload: dict[str, Any], retry: bool = False) -> bool:
-        """Publish one header, or set it aside; False (and kept for a retry) if the annex cannot be written now."""
+        """Publish one header, or set it aside; False (and kept for a retry) if the annex cannot be
+        written now. A header announced from the loop is made durable on the durability thread and
+        acknowledged once that is done (:meth:`collect_durable`); a retried one (or any, outside
+        :meth:`run`) before this returns."""
         if self.unwritable and self.annex.kind != "local" and not retry:
             # a remote annex that is down or slow costs a timeout per try: wait for the next cycle
             self.keep(payload)
@@ -453,24 +493,50 @@ class Publisher:
             return False
         try:
             try:
-                self.publish(payload)
+                header = self.publish(payload)
             except SetAside as exc:
                 self.set_aside(payload, str(exc))
+                header = None
+            if header is not None and not retry and self.durable is not None:
+                self.in_flight.add(header.entry.imageName)
+                self.durable.submit(header)
+                return True
+            if header is not None:
+                self.make_durable(header)
+                self.acknowledge(header)
         except OSError as exc:
-            self.counts["write_errors"] += 1
-            self.keep(payload)
-            if retry:
-                log.error("still cannot write %s: %s", payload.get("imageName"), exc)
-            else:
-                log.error("cannot write %s (kept, retried every %.0f s): %s", payload.get("imageName"), RETRY_S, exc)
-            self.report_unwritable(exc)
+            self.not_written(payload, exc, retry)
             return False
         self.unspool(payload)
         return True
 
-    def report_unwritable(self, exc: OSError) -> None:
+    def collect_durable(self, finished: list[tuple[AnnouncedHeader, Exception | None]]) -> None:
+        """Acknowledge the headers the durability thread made durable; keep for a retry those it could not."""
+        for header, error in finished:
+            self.in_flight.discard(header.entry.imageName)
+            if error is None:
+                self.acknowledge(header)
+                self.unspool(header.payload)
+            else:
+                if not isinstance(error, OSError):
+                    log.error("%s: making it durable failed", header.entry.imageName, exc_info=error)
+                self.not_written(header.payload, error, retry=False)
+        if finished:
+            self.report_writable()
+
+    def not_written(self, payload: dict[str, Any], exc: Exception, retry: bool) -> None:
+        """A header the annex could not take now: kept for the next retry cycle, the operators told."""
+        self.counts["write_errors"] += 1
+        self.keep(payload)
+        if retry:
+            log.error("still cannot write %s: %s", payload.get("imageName"), exc)
+        else:
+            log.error("cannot write %s (kept, retried every %.0f s): %s", payload.get("imageName"), RETRY_S, exc)
+        self.report_unwritable(exc)
+
+    def report_unwritable(self, exc: Exception) -> None:
         """The operators learn through the CSC that headers are being kept (repeated every cycle)."""
-        why = exc.strerror or str(exc)
+        why = getattr(exc, "strerror", None) or str(exc)
         self.unwritable = f"annex {self.annex_name()} unwritable ({why}): headers are kept and retried every {RETRY_S:.0f} s"
         self.pub.send_multipart(warning_frames(self.sender, self.cfg.instrument, ErrorCode.ANNEX_UNWRITABLE, self.unwritable))
 
@@ -487,6 +553,10 @@ class Publisher:
         log.info("publisher up: annex %s, HTTP %s", self.root, self.base_url)
         last_retry = last_status = time.monotonic()
         pacer = GcPacer()
+        durable = self.durable = BackgroundWorker(self.make_durable, "publisher-durability")
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        poller.register(durable.signal, zmq.POLLIN)
         while not stop.requested:
             if time.monotonic() - last_retry > RETRY_S:
                 last_retry = time.monotonic()
@@ -502,7 +572,10 @@ class Publisher:
                         ProcessStatus(self.counts.as_dict(), pending=len(self.pending)).encode(),
                     )
                 )
-            if not self.pull.poll(200):
+            ready = dict(poller.poll(200))
+            if durable.signal in ready:
+                self.collect_durable(durable.finished())
+            if self.pull not in ready:
                 pacer.step(quiet=True)
                 continue
             pacer.step(quiet=False)
@@ -514,15 +587,21 @@ class Publisher:
                 key = (msg.payload.get("imageName"), msg.payload.get("version"))
                 if any((p.get("imageName"), p.get("version")) == key for p in self.pending):
                     continue  # already kept for the next retry cycle
+                if msg.payload.get("imageName") in self.in_flight:
+                    self.collect_durable(durable.wait())  # that image's earlier version indexed first
                 if self.attempt(msg.payload):
                     self.report_writable()
             except (EnvelopeError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
                 self.counts["bad_messages"] += 1
                 log.error("header message rejected: %s", exc)
+        self.durable = None
+        self.collect_durable(durable.close())
         self.http.shutdown()
 
     def retry_pending(self) -> None:
         """Each kept header once per cycle, in the order they came."""
+        if self.durable is not None:
+            self.collect_durable(self.durable.wait())  # a header whose durability failed is among them
         retry, self.pending = self.pending, []
         for i, payload in enumerate(retry):
             if not self.attempt(payload, retry=True) and self.annex.kind != "local":

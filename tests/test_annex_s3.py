@@ -152,7 +152,7 @@ def test_object_with_other_bytes_is_never_overwritten(s3pub: RunningPublisher) -
     warn = s3pub.wait("ctl.warning.", lambda p: p["code"] == ErrorCode.HEADER_SET_ASIDE)
     assert "other bytes" in warn["report"]
     got = s3pub.reader.wait(lambda s: any(x["id"] == GOOD for x in s), 10)
-    assert [x["url"].endswith(ann["path"]) for x in got] == [True]
+    assert [x["url"].endswith(ann["path"]) for x in got] == [True], got
 
 
 def test_s3_outage_mid_night_loses_nothing(s3pub: RunningPublisher, s3server: MotoServer) -> None:

@@ -325,3 +325,72 @@ def test_kept_headers_survive_a_publisher_restart(publisher: RunningPublisher, t
         assert again.pub.pending == []
     finally:
         again.close()
+
+
+# -- durability off the announcement path --------------------------------------------------------
+
+
+def hold_commit(publisher: RunningPublisher, image: str) -> tuple[threading.Event, threading.Event]:
+    """The annex's fsync of ``image`` waits until released (a disk busy with other writers):
+    (reached, release)."""
+    reached, release = threading.Event(), threading.Event()
+    commit = publisher.pub.annex.commit
+
+    def held_commit(loc: str) -> None:
+        if image in loc:
+            reached.set()
+            assert release.wait(20), "disk never released"
+        commit(loc)
+
+    publisher.pub.annex.commit = held_commit  # type: ignore[method-assign]
+    return reached, release
+
+
+def test_header_is_announced_while_the_previous_one_is_made_durable(publisher: RunningPublisher, tmp_path: Path) -> None:
+    """The fsyncs after an announcement (up to 60 ms on a shared disk) once held the next header;
+    now they run on the durability thread and the acknowledgement waits for them, not the next header."""
+    first, second = "AT_O_20261125_000001", "AT_O_20261125_000002"
+    reached, release = hold_commit(publisher, first)
+    publisher.send(header_payload(publisher.cfg, image=first))
+    assert reached.wait(10), "the first header was never made durable"
+    publisher.send(header_payload(publisher.cfg, image=second))
+    got = publisher.reader.wait(lambda s: {x["id"] for x in s} == {first, second}, 10)
+    assert sorted(x["id"] for x in got) == [first, second]  # announced although the disk is held
+    assert not any(t.startswith("ctl.announced.") for t, _ in publisher.seen), "acknowledged before durable"
+    index = [json.loads(line) for line in (tmp_path / "annex" / "LATISS" / "index.jsonl").read_text().splitlines()]
+    assert [(e["imageName"], e["announced"]) for e in index] == [(first, None), (second, None)]
+    publisher.send(header_payload(publisher.cfg, image=first))  # the composer's resend meanwhile
+    time.sleep(0.3)
+    release.set()
+    acks = [publisher.wait("ctl.announced.", lambda p, n=n: p["imageName"] == n) for n in (first, second)]
+    assert all(a["announced"] is not None for a in acks)
+    order = [p["imageName"] for t, p in publisher.seen if t.startswith("ctl.announced.")]
+    assert order[:2] == [first, second]
+    announced = {e["imageName"]: e for e in map(json.loads, (tmp_path / "annex" / "LATISS" / "index.jsonl").read_text().splitlines())}
+    assert {n: e["announced"] is not None for n, e in announced.items()} == {first: True, second: True}
+    assert (tmp_path / "annex" / "LATISS" / "20261125" / f"{first}.prov.json").is_file()
+    time.sleep(0.5)
+    assert sorted(x["id"] for x in publisher.reader.poll()) == [first, second], "the resent header was announced twice"
+    assert publisher.pub.counts["duplicates"] == 1 and publisher.pub.counts["announced"] == 2
+
+
+def test_header_whose_fsync_fails_is_kept_and_announced_again(publisher: RunningPublisher, tmp_path: Path) -> None:
+    image = "AT_O_20261125_000001"
+    commit = publisher.pub.annex.commit
+    failures = []
+
+    def failing_commit(loc: str) -> None:
+        if not failures:
+            failures.append(loc)
+            raise OSError(5, "Input/output error")
+        commit(loc)
+
+    publisher.pub.annex.commit = failing_commit  # type: ignore[method-assign]
+    publisher.send(header_payload(publisher.cfg, image=image))
+    warn = publisher.wait("ctl.warning.", lambda p: p["code"] == ErrorCode.ANNEX_UNWRITABLE and p["active"])
+    assert "Input/output error" in warn["report"]
+    ann = publisher.wait("ctl.announced.", lambda p: p["imageName"] == image, timeout=20)  # the retry cycle
+    assert ann["announced"] is not None and publisher.pub.counts["write_errors"] == 1
+    assert hashlib.md5((tmp_path / "annex" / ann["path"]).read_bytes()).hexdigest() == ann["md5"]
+    publisher.wait("ctl.warning.", lambda p: p["code"] == ErrorCode.ANNEX_UNWRITABLE and not p["active"])
+    assert publisher.pub.pending == [] and not list((tmp_path / "state").rglob("publisher-spool/*.json"))
