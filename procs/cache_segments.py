@@ -10,6 +10,11 @@ answer from stays ``cache_max_age`` and ``cache_max_disk_mb`` long.
 A segment is a sequence of entries ``<uint16 topic length><uint32 record length><topic><record>``
 (little-endian), the topic frame and SAL record exactly as the listener sent them; a torn last
 entry after a kill is ignored.
+
+Neither the segments nor ``meta.json`` (the listener sequence numbers applied, the bus outages
+recorded) are fsync'd: both outlive a killed process in the page cache, and syncing the snapshot
+alone would only make it claim samples a crashed machine lost. An fsync every second in the
+cache's loop once held a header's collect behind the disk.
 """
 
 from __future__ import annotations
@@ -136,7 +141,7 @@ class Segments:
         if time.time() - self.opened > SEGMENT_SECONDS:
             self._start_segment()
             self.prune()
-        write_json_atomic(self.folder / "meta.json", meta)
+        write_json_atomic(self.folder / "meta.json", meta, sync=False)  # as durable as the segments it describes
 
     @property
     def oldest(self) -> int:

@@ -49,9 +49,9 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """A JSON snapshot, durably and atomically (:func:`write_atomic`)."""
-    write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
+def write_json_atomic(path: Path, data: Any, sync: bool = True) -> None:
+    """A JSON snapshot, atomically and (with ``sync``) durably (:func:`write_atomic`)."""
+    write_atomic(path, json.dumps(data, separators=(",", ":")).encode(), sync)
 
 
 def read_json(path: Path, default: Any) -> Any:
