@@ -146,6 +146,14 @@ class RunningPublisher:
                 msg = decode(self.sub.recv_multipart())
                 self.seen.append((msg.topic, msg.payload))
 
+    def gather(self, seconds: float) -> None:
+        """Everything the publisher says for ``seconds`` (into :attr:`seen`)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.sub.poll(max(1, int(left * 1000))):
+                msg = decode(self.sub.recv_multipart())
+                self.seen.append((msg.topic, msg.payload))
+
     def close(self) -> None:
         self.requested = True
         self.thread.join(10)
@@ -356,6 +364,7 @@ def test_header_is_announced_while_the_previous_one_is_made_durable(publisher: R
     publisher.send(header_payload(publisher.cfg, image=second))
     got = publisher.reader.wait(lambda s: {x["id"] for x in s} == {first, second}, 10)
     assert sorted(x["id"] for x in got) == [first, second]  # announced although the disk is held
+    publisher.gather(0.5)
     assert not any(t.startswith("ctl.announced.") for t, _ in publisher.seen), "acknowledged before durable"
     index = [json.loads(line) for line in (tmp_path / "annex" / "LATISS" / "index.jsonl").read_text().splitlines()]
     assert [(e["imageName"], e["announced"]) for e in index] == [(first, None), (second, None)]
