@@ -569,7 +569,7 @@ class Publisher:
                 self.pub.send_multipart(
                     self.sender.frames(
                         f"ctl.status.publisher.{self.cfg.instrument}",
-                        ProcessStatus(self.counts.as_dict(), pending=len(self.pending)).encode(),
+                        ProcessStatus(self.counts.as_dict(), pending=len(self.pending), unsynced=durable.busy).encode(),
                     )
                 )
             ready = dict(poller.poll(200))

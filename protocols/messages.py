@@ -19,7 +19,7 @@
   :class:`RecomposeReply`, :class:`ComposerStatus`, :class:`SensorReply`, :class:`ErrorReply`.
 - ``ctl.csc.<instrument>``: :class:`CscState` (hs-csc PUB and REP answer).
 - ``ctl.status.<role>.<instrument>``: :class:`ProcessStatus` ``{counts[, open, composed, pending,
-  bad]}`` (listener, composer and publisher PUB).
+  unsynced, bad]}`` (listener, composer and publisher PUB).
 - ``ctl.behind.<instrument>``: :class:`BusBehind` ``{t0, t1, topics}`` (listener PUB, in its sample
   stream: a camera event published while other topics were behind it; read by the cache).
 
@@ -704,17 +704,20 @@ class Skipped:
 class ProcessStatus:
     """``ctl.status.<role>.<instrument>``: a process's counters, published every second or ten for
     hs-tap and monitors, with what its role adds: the composer its open exposures and how many it
-    composed, the publisher its pending headers, the listener its bad records by reason."""
+    composed, the publisher its pending headers (kept for a retry) and its unsynced ones (announced,
+    their fsyncs still running: a number that stays up is a disk that hangs), the listener its bad
+    records by reason."""
 
     counts: dict[str, int]
     open: list[str] | None = None
     composed: int | None = None
     pending: int | None = None
     bad: dict[str, int] | None = None
+    unsynced: int | None = None
 
     def encode(self) -> dict[str, Any]:
         body: dict[str, Any] = {"counts": self.counts}
-        for name in ("open", "composed", "pending", "bad"):
+        for name in ("open", "composed", "pending", "unsynced", "bad"):
             if getattr(self, name) is not None:
                 body[name] = getattr(self, name)
         return body
@@ -728,6 +731,7 @@ class ProcessStatus:
             _int(p["composed"], "composed") if "composed" in p else None,
             _int(p["pending"], "pending") if "pending" in p else None,
             _counts(p["bad"], "bad") if "bad" in p else None,
+            _int(p["unsynced"], "unsynced") if "unsynced" in p else None,
         )
 
 

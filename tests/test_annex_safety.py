@@ -124,7 +124,7 @@ class RunningPublisher:
         self.push.connect(cfg.endpoints.publisher_pull)
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
-        for prefix in (b"ctl.announced.", b"ctl.rejected.", b"ctl.warning."):
+        for prefix in (b"ctl.announced.", b"ctl.rejected.", b"ctl.warning.", b"ctl.status.publisher."):
             self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
         self.sub.connect(cfg.endpoints.publisher_pub)
         self.sender = Sender(sender_id("composer", cfg.instrument))
@@ -366,6 +366,8 @@ def test_header_is_announced_while_the_previous_one_is_made_durable(publisher: R
     assert sorted(x["id"] for x in got) == [first, second]  # announced although the disk is held
     publisher.gather(0.5)
     assert not any(t.startswith("ctl.announced.") for t, _ in publisher.seen), "acknowledged before durable"
+    status = publisher.wait("ctl.status.publisher.", lambda p: p.get("unsynced") == 2, timeout=5)  # what operators see
+    assert status["pending"] == 0 and status["counts"].get("announced", 0) == 0
     index = [json.loads(line) for line in (tmp_path / "annex" / "LATISS" / "index.jsonl").read_text().splitlines()]
     assert [(e["imageName"], e["announced"]) for e in index] == [(first, None), (second, None)]
     publisher.send(header_payload(publisher.cfg, image=first))  # the composer's resend meanwhile
@@ -381,6 +383,7 @@ def test_header_is_announced_while_the_previous_one_is_made_durable(publisher: R
     time.sleep(0.5)
     assert sorted(x["id"] for x in publisher.reader.poll()) == [first, second], "the resent header was announced twice"
     assert publisher.pub.counts["duplicates"] == 1 and publisher.pub.counts["announced"] == 2
+    publisher.wait("ctl.status.publisher.", lambda p: p.get("unsynced") == 0 and p["counts"].get("announced") == 2, timeout=5)
 
 
 def test_header_whose_fsync_fails_is_kept_and_announced_again(publisher: RunningPublisher, tmp_path: Path) -> None:

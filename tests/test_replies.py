@@ -69,7 +69,7 @@ WIRE: list[tuple[Any, dict[str, Any]]] = [
       "md5": "0" * 32, "byteSize": 86400, "complete": True, "announced": 1.5e9, "annex": "local", "files": {"fits": {"path": "/a"}}}),
     (ProcessStatus({"composed": 4}, open=["AT_O_20261124_000005"], composed=4),
      {"counts": {"composed": 4}, "open": ["AT_O_20261124_000005"], "composed": 4}),
-    (ProcessStatus({"announced": 4}, pending=0), {"counts": {"announced": 4}, "pending": 0}),
+    (ProcessStatus({"announced": 4}, pending=0, unsynced=2), {"counts": {"announced": 4}, "pending": 0, "unsynced": 2}),
     (ProcessStatus({"samples": 9}, bad={"no magic byte": 2}), {"counts": {"samples": 9}, "bad": {"no magic byte": 2}}),
     (CscState("ENABLED", 2, "ATHeaderService", {"version": 3, "cards": {"OBSERVER": {"value": "Jane", "comment": ""}}}),
      {"state": "ENABLED", "stateCode": 2, "csc": "ATHeaderService",
@@ -103,6 +103,7 @@ MALFORMED: list[tuple[Any, Any, str]] = [
     (CscState, {"stateCode": 2}, "without state/stateCode"),
     (ProcessStatus, {"open": []}, "'counts'"),
     (ProcessStatus, {"counts": {}, "pending": "some"}, "pending is not a number"),
+    (ProcessStatus, {"counts": {}, "unsynced": [1]}, "unsynced is not a number"),
 ]
 
 
