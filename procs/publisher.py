@@ -389,7 +389,7 @@ class Publisher:
             self.annex.put(alt, data, md5, fmt)
             return alt
 
-    def publish(self, payload: dict[str, Any]) -> "AnnouncedHeader | None":
+    def publish(self, payload: dict[str, Any]) -> AnnouncedHeader | None:
         """Store, index and announce one header version, exactly once per imageName and version;
         the header announced, to be made durable (:meth:`make_durable`) and acknowledged
         (:meth:`acknowledge`), or None for a version announced before (acknowledged again here).
@@ -432,7 +432,7 @@ class Publisher:
         entry.announced = tai_now()
         return AnnouncedHeader(payload, entry, locs, (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000)
 
-    def make_durable(self, header: "AnnouncedHeader") -> None:
+    def make_durable(self, header: AnnouncedHeader) -> None:
         """fsync of the files and their folder, the provenance side-car, the index entry saying it is
         announced: on disk before the acknowledgement. Until then the composer keeps the header and
         sends it again after a crash of this machine, and it is written and announced again. Runs on
@@ -446,7 +446,7 @@ class Publisher:
             header.side_car_error = str(exc)
         self.index.add(header.entry.encode())
 
-    def acknowledge(self, header: "AnnouncedHeader") -> None:
+    def acknowledge(self, header: AnnouncedHeader) -> None:
         """Tell the composer (which stops keeping it) that a header is announced and durable."""
         entry = header.entry
         if header.side_car_error:
